@@ -180,7 +180,7 @@ def pykka_tell_msgs_per_s(n: int = MSGS_N) -> float:
 
     done = threading.Event()
 
-    class Counter(pykka.ThreadingActor):  # type: ignore[misc]
+    class Counter(pykka.ThreadingActor):
         def __init__(self) -> None:
             super().__init__()
             self.count = 0
@@ -205,7 +205,7 @@ def pykka_ask_roundtrips_per_s(n: int = ROUNDTRIPS_N) -> float:
     """Round trips per second of sequential ``ask`` calls to a Pykka ``ThreadingActor``."""
     import pykka
 
-    class Echo(pykka.ThreadingActor):  # type: ignore[misc]
+    class Echo(pykka.ThreadingActor):
         def on_receive(self, message: Any) -> Any:
             return message
 

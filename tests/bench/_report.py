@@ -141,6 +141,8 @@ def measure_rss_growth(create: Callable[[int], object], n: int) -> float:
     ``create`` must return something that keeps all ``n`` items alive (a list of them); it is
     held until after the second reading. Garbage is collected before both readings, so only what
     the items keep alive is counted. Use ``n`` of 100,000 or more: RSS moves in pages and arenas.
+    Memory freed earlier in the process (pymalloc arenas, malloc free lists) is reused without
+    growing RSS, so measure memory before the throughput runs, or in a fresh process.
     """
     gc.collect()
     before = rss_bytes()
