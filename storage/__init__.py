@@ -1,0 +1,28 @@
+"""Parley's storage layer: records, the shard ring, backend URLs and the per-shard backends.
+
+The storage actors (group commit, circuit breaker) are built on this API.
+"""
+
+from ._backend import Backend as Backend
+from ._bridge import AsyncioBridge as AsyncioBridge
+from ._bridge import wait_threadsafe as wait_threadsafe
+from ._errors import ConfigError as ConfigError
+from ._errors import SchemaMismatch as SchemaMismatch
+from ._errors import SeqConflict as SeqConflict
+from ._errors import StorageError as StorageError
+from ._errors import Unavailable as Unavailable
+from ._records import AppendResult as AppendResult
+from ._records import Conversation as Conversation
+from ._records import ConversationKind as ConversationKind
+from ._records import Message as Message
+from ._records import Role as Role
+from ._records import UserConversation as UserConversation
+from ._records import direct_key as direct_key
+from ._ring import DEFAULT_VNODES as DEFAULT_VNODES
+from ._ring import HashRing as HashRing
+from ._sql import SqlBackend as SqlBackend
+from ._url import BackendUrl as BackendUrl
+from ._url import CassandraUrl as CassandraUrl
+from ._url import PostgresUrl as PostgresUrl
+from ._url import SqliteUrl as SqliteUrl
+from ._url import parse_url as parse_url

@@ -1,0 +1,587 @@
+"""The SQL backend: SQLite (aiosqlite) and PostgreSQL (asyncpg) through SQLAlchemy Core.
+
+SQLAlchemy's asyncio engine runs on the process's ``AsyncioBridge`` loop; every public method
+submits one coroutine there and translates driver errors at that boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from sqlalchemy import Row, case, delete, event, func, select, text, tuple_, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from . import _sql_schema as s
+from ._backend import Backend
+from ._bridge import AsyncioBridge
+from ._errors import SchemaMismatch, SeqConflict, StorageError, Unavailable
+from ._records import AppendResult, Conversation, Message, Role, UserConversation, direct_key
+from ._url import PostgresUrl, SqliteUrl
+
+__all__ = ["SqlBackend"]
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: Rows per IN (...) lookup, well under SQLite's and asyncpg's parameter limits.
+_CHUNK = 300
+#: Seconds a shielded aclose() may spend disposing the pool.
+_CLOSE_DEADLINE = 5.0
+
+
+def _to_message(row: Row[Any]) -> Message:
+    raw = bytes(row.body)
+    body: str | bytes = raw.decode() if row.body_is_text else raw
+    return Message(
+        conv=row.conv,
+        seq=row.seq,
+        id=row.id,
+        sender=row.sender,
+        cmid=row.cmid,
+        kind=row.kind,
+        body=body,
+        ts=row.ts,
+    )
+
+
+def _message_row(m: Message) -> dict[str, Any]:
+    is_text = isinstance(m.body, str)
+    body = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
+    return {
+        "conv": m.conv,
+        "seq": m.seq,
+        "id": m.id,
+        "sender": m.sender,
+        "cmid": m.cmid,
+        "kind": m.kind,
+        "body": body,
+        "body_is_text": is_text,
+        "ts": m.ts,
+    }
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SqlBackend(Backend):
+    """A shard in SQLite or PostgreSQL. See ``Backend`` for the API and its errors.
+
+    SQLite: WAL journal, ``synchronous`` NORMAL (process-crash safe) or FULL (power-loss safe),
+    ``busy_timeout``, write transactions start with ``BEGIN IMMEDIATE``. PostgreSQL: a pool of
+    ``pool_size`` + ``max_overflow`` connections with ``pool_pre_ping``, so a connection killed
+    while idle is replaced transparently; one killed during a call gives ``Unavailable`` once.
+    """
+
+    def __init__(self, url: SqliteUrl | PostgresUrl, *, bridge: AsyncioBridge | None = None):
+        self.url = url
+        self.name = "sqlite" if isinstance(url, SqliteUrl) else "postgresql"
+        self._bridge = bridge or AsyncioBridge.shared()
+        self._engine: AsyncEngine | None = None
+        self._acquired = False
+        self._insert = sqlite.insert if isinstance(url, SqliteUrl) else postgresql.insert
+
+    def __repr__(self) -> str:
+        return f"SqlBackend({self.url.redacted()!r})"
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self._engine is None:
+            raise StorageError(f"{self!r} is not open")
+        return await self._bridge.run(self._translated, fn, *args)
+
+    async def _translated(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await fn(*args)
+        except StorageError:
+            raise
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise Unavailable(f"{self.url.redacted()}: {_short(exc)}") from exc
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise Unavailable(f"{self.url.redacted()}: connection lost: {_short(exc)}") from exc
+            raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
+        except sa_exc.TimeoutError as exc:
+            raise Unavailable(f"{self.url.redacted()}: no free connection: {exc}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"{self.url.redacted()}: {exc!r}") from exc
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(parley_begin="BEGIN IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            yield conn
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        self._bridge.acquire()
+        self._acquired = True
+        try:
+            await self._bridge.run(self._translated, self._open)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _make_engine(self) -> AsyncEngine:
+        url = self.url
+        if isinstance(url, SqliteUrl):
+            Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(
+                f"sqlite+aiosqlite:///{url.path}",
+                connect_args={"timeout": url.busy_timeout_ms / 1000},
+            )
+            pragmas = (
+                "PRAGMA journal_mode=WAL",
+                f"PRAGMA synchronous={url.synchronous}",
+                f"PRAGMA busy_timeout={url.busy_timeout_ms}",
+            )
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def on_connect(dbapi_conn: Any, _record: Any) -> None:
+                # Take transaction control from the driver, so BEGIN is ours (see on_begin).
+                dbapi_conn.isolation_level = None
+                cursor = dbapi_conn.cursor()
+                for pragma in pragmas:
+                    cursor.execute(pragma)
+                cursor.close()
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def on_begin(conn: Any) -> None:
+                # Writers take the lock up front: a deferred transaction that read first could
+                # not upgrade to a write lock under WAL without failing (no busy wait then).
+                conn.exec_driver_sql(conn.get_execution_options().get("parley_begin", "BEGIN"))
+
+            return engine
+        connect_args: dict[str, Any] = {"timeout": 10}
+        if url.schema:
+            connect_args["server_settings"] = {"search_path": url.schema}
+        return create_async_engine(
+            url.sqlalchemy_url,
+            pool_size=url.pool_size,
+            max_overflow=url.max_overflow,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+
+    async def _open(self) -> None:
+        engine = self._make_engine()
+        try:
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(parley_begin="BEGIN IMMEDIATE")
+                async with conn.begin():
+                    if isinstance(self.url, PostgresUrl):
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                            {"k": f"parley-migrate:{self.url.schema or ''}"},
+                        )
+                        if self.url.schema:
+                            await conn.execute(
+                                text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"')
+                            )
+                    await conn.run_sync(_migrate)
+        except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError, TimeoutError) as exc:
+            await engine.dispose()
+            raise Unavailable(
+                f"cannot open {self.name} at {self.url.redacted()}: {_short(exc)}", retry_after=1.0
+            ) from exc
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        acquired, self._acquired = self._acquired, False
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_DEADLINE):
+            try:
+                if engine is not None:
+                    await self._bridge.run(engine.dispose)
+            finally:
+                if acquired:
+                    self._bridge.release()
+
+    async def ping(self) -> None:
+        async def go() -> None:
+            async with self._read() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        await self._call(go)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def append_messages(self, batch: Sequence[Message]) -> list[AppendResult]:
+        if not batch:
+            return []
+        return await self._call(self._append, list(batch))
+
+    async def _append(self, batch: list[Message]) -> list[AppendResult]:
+        first: dict[tuple[str, str, str], int] = {}
+        for i, m in enumerate(batch):
+            first.setdefault((m.conv, m.sender, m.cmid), i)
+        keys = list(first)
+        stored: dict[tuple[str, str, str], Message] = {}
+        m_ = s.messages.c
+        async with self._write() as conn:
+            for chunk in _chunks(keys):
+                rows = await conn.execute(
+                    select(s.messages).where(tuple_(m_.conv, m_.sender, m_.cmid).in_(chunk))
+                )
+                for row in rows:
+                    stored[(row.conv, row.sender, row.cmid)] = _to_message(row)
+            fresh = [batch[i] for k, i in first.items() if k not in stored]
+            if fresh:
+                stmt = self._insert(s.messages).on_conflict_do_nothing().returning(m_.id)
+                result = await conn.execute(stmt, [_message_row(m) for m in fresh])
+                inserted = {row[0] for row in result}
+                if len(inserted) != len(fresh):
+                    lost = next(m for m in fresh if m.id not in inserted)
+                    holder = await conn.scalar(
+                        select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq)
+                    )
+                    if holder != lost.id:
+                        raise SeqConflict(lost.conv, lost.seq, holder)
+                    raise StorageError(f"message id {lost.id!r} is already used")
+                top: dict[str, int] = {}
+                for m in fresh:
+                    top[m.conv] = max(top.get(m.conv, 0), m.seq)
+                c_ = s.conversations.c
+                for conv, seq in top.items():
+                    await conn.execute(
+                        update(s.conversations)
+                        .where(c_.conv == conv, c_.last_seq < seq)
+                        .values(last_seq=seq)
+                    )
+        out: list[AppendResult] = []
+        for i, m in enumerate(batch):
+            key = (m.conv, m.sender, m.cmid)
+            if key in stored:
+                out.append(AppendResult(stored[key], duplicate=True))
+            elif first[key] != i:
+                out.append(AppendResult(batch[first[key]], duplicate=True))
+            else:
+                out.append(AppendResult(m, duplicate=False))
+        return out
+
+    async def messages_after(self, conv: str, after_seq: int, limit: int) -> list[Message]:
+        async def go() -> list[Message]:
+            m_ = s.messages.c
+            async with self._read() as conn:
+                rows = await conn.execute(
+                    select(s.messages)
+                    .where(m_.conv == conv, m_.seq > after_seq)
+                    .order_by(m_.seq)
+                    .limit(limit)
+                )
+                return [_to_message(r) for r in rows]
+
+        if limit <= 0:
+            return []
+        return await self._call(go)
+
+    async def messages_before(
+        self, conv: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        async def go() -> tuple[list[Message], bool]:
+            m_ = s.messages.c
+            query = select(s.messages).where(m_.conv == conv)
+            if before_seq is not None:
+                query = query.where(m_.seq < before_seq)
+            async with self._read() as conn:
+                rows = list(await conn.execute(query.order_by(m_.seq.desc()).limit(limit + 1)))
+            more = len(rows) > limit
+            return [_to_message(r) for r in reversed(rows[:limit])], more
+
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        return await self._call(go)
+
+    async def last_seq(self, conv: str) -> int:
+        async def go() -> int:
+            async with self._read() as conn:
+                return await _last_seq(conn, conv)
+
+        return await self._call(go)
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def create_conversation(self, conv: Conversation) -> Conversation:
+        key: str | None = None
+        if conv.kind == "direct":
+            if len(conv.members) != 2:
+                raise ValueError(f"a direct conversation has two members, got {conv.members!r}")
+            key = direct_key(*sorted(conv.members))
+        elif conv.kind != "group":
+            raise ValueError(f"conversation kind must be 'direct' or 'group', got {conv.kind!r}")
+
+        async def go() -> Conversation:
+            c_ = s.conversations.c
+            async with self._write() as conn:
+                result = await conn.execute(
+                    self._insert(s.conversations)
+                    .values(
+                        conv=conv.conv,
+                        kind=conv.kind,
+                        title=conv.title,
+                        created_ts=conv.created_ts,
+                        last_seq=0,
+                        direct_key=key,
+                    )
+                    .on_conflict_do_nothing()
+                )
+                if result.rowcount == 1:
+                    rows = [
+                        {
+                            "conv": conv.conv,
+                            "user_id": u,
+                            "role": "admin" if u in conv.admins else "member",
+                            "joined_ts": conv.created_ts,
+                        }
+                        for u in sorted(conv.members | conv.admins)
+                    ]
+                    if rows:
+                        await conn.execute(self._insert(s.members).on_conflict_do_nothing(), rows)
+                    found: str | None = conv.conv
+                else:
+                    found = await conn.scalar(select(c_.conv).where(c_.conv == conv.conv))
+                    if found is None and key is not None:
+                        found = await conn.scalar(select(c_.conv).where(c_.direct_key == key))
+                    if found is None:  # pragma: no cover - a unique index we do not know
+                        raise StorageError(f"conversation {conv.conv!r} could not be created")
+                stored = await _load_conversation(conn, str(found))
+                assert stored is not None
+                return stored
+
+        return await self._call(go)
+
+    async def get_conversation(self, conv: str) -> Conversation | None:
+        async def go() -> Conversation | None:
+            async with self._read() as conn:
+                return await _load_conversation(conn, conv)
+
+        return await self._call(go)
+
+    async def find_direct(self, user_a: str, user_b: str) -> Conversation | None:
+        key = direct_key(user_a, user_b)
+
+        async def go() -> Conversation | None:
+            c_ = s.conversations.c
+            async with self._read() as conn:
+                found = await conn.scalar(select(c_.conv).where(c_.direct_key == key))
+                return None if found is None else await _load_conversation(conn, found)
+
+        return await self._call(go)
+
+    async def add_members(
+        self, conv: str, users: Sequence[str], role: Role = "member", *, joined_ts: int = 0
+    ) -> None:
+        rows = [{"conv": conv, "user_id": u, "role": role, "joined_ts": joined_ts} for u in users]
+
+        async def go() -> None:
+            async with self._write() as conn:
+                await conn.execute(self._insert(s.members).on_conflict_do_nothing(), rows)
+
+        if rows:
+            await self._call(go)
+
+    async def remove_members(self, conv: str, users: Sequence[str]) -> None:
+        async def go() -> None:
+            mb = s.members.c
+            async with self._write() as conn:
+                for chunk in _chunks(list(users)):
+                    await conn.execute(
+                        delete(s.members).where(mb.conv == conv, mb.user_id.in_(chunk))
+                    )
+
+        if users:
+            await self._call(go)
+
+    async def set_role(self, conv: str, users: Sequence[str], role: Role) -> None:
+        async def go() -> None:
+            mb = s.members.c
+            async with self._write() as conn:
+                for chunk in _chunks(list(users)):
+                    await conn.execute(
+                        update(s.members)
+                        .where(mb.conv == conv, mb.user_id.in_(chunk))
+                        .values(role=role)
+                    )
+
+        if users:
+            await self._call(go)
+
+    # -- user-scoped rows --------------------------------------------------------------------
+
+    async def add_user_conversations(self, user: str, convs: Sequence[str]) -> None:
+        rows = [{"user_id": user, "conv": c, "read_seq": 0} for c in convs]
+
+        async def go() -> None:
+            async with self._write() as conn:
+                await conn.execute(
+                    self._insert(s.user_conversations).on_conflict_do_nothing(), rows
+                )
+
+        if rows:
+            await self._call(go)
+
+    async def remove_user_conversations(self, user: str, convs: Sequence[str]) -> None:
+        async def go() -> None:
+            uc, dl = s.user_conversations.c, s.delivered.c
+            async with self._write() as conn:
+                for chunk in _chunks(list(convs)):
+                    await conn.execute(
+                        delete(s.user_conversations).where(uc.user_id == user, uc.conv.in_(chunk))
+                    )
+                    await conn.execute(
+                        delete(s.delivered).where(dl.user_id == user, dl.conv.in_(chunk))
+                    )
+
+        if convs:
+            await self._call(go)
+
+    async def user_conversations(self, user: str) -> list[UserConversation]:
+        async def go() -> list[UserConversation]:
+            uc, dl = s.user_conversations.c, s.delivered.c
+            async with self._read() as conn:
+                rows = list(
+                    await conn.execute(
+                        select(uc.conv, uc.read_seq).where(uc.user_id == user).order_by(uc.conv)
+                    )
+                )
+                marks: dict[str, dict[str, int]] = {}
+                for row in await conn.execute(
+                    select(dl.conv, dl.device, dl.seq).where(dl.user_id == user)
+                ):
+                    marks.setdefault(row.conv, {})[row.device] = row.seq
+            return [UserConversation(r.conv, r.read_seq, marks.get(r.conv, {})) for r in rows]
+
+        return await self._call(go)
+
+    async def advance_delivered(self, user: str, device: str, conv: str, seq: int) -> int:
+        async def go() -> int:
+            dl = s.delivered
+            ins = self._insert(dl).values(user_id=user, conv=conv, device=device, seq=seq)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[dl.c.user_id, dl.c.conv, dl.c.device],
+                set_={"seq": case((dl.c.seq < ins.excluded.seq, ins.excluded.seq), else_=dl.c.seq)},
+            ).returning(dl.c.seq)
+            async with self._write() as conn:
+                value = await conn.scalar(stmt)
+            assert value is not None
+            return int(value)
+
+        return await self._call(go)
+
+    async def advance_read(self, user: str, conv: str, seq: int) -> int | None:
+        async def go() -> int | None:
+            uc = s.user_conversations.c
+            async with self._write() as conn:
+                value = await conn.scalar(
+                    update(s.user_conversations)
+                    .where(uc.user_id == user, uc.conv == conv)
+                    .values(read_seq=case((uc.read_seq < seq, seq), else_=uc.read_seq))
+                    .returning(uc.read_seq)
+                )
+            return None if value is None else int(value)
+
+        return await self._call(go)
+
+    async def touch_user(self, user: str, last_seen_ts: int) -> None:
+        async def go() -> None:
+            us = s.users
+            stmt = self._insert(us).values(user_id=user, last_seen_ts=last_seen_ts)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[us.c.user_id],
+                set_={
+                    "last_seen_ts": case(
+                        (
+                            us.c.last_seen_ts < stmt.excluded.last_seen_ts,
+                            stmt.excluded.last_seen_ts,
+                        ),
+                        else_=us.c.last_seen_ts,
+                    )
+                },
+            )
+            async with self._write() as conn:
+                await conn.execute(stmt)
+
+        await self._call(go)
+
+    async def last_seen(self, user: str) -> int | None:
+        async def go() -> int | None:
+            us = s.users.c
+            async with self._read() as conn:
+                value = await conn.scalar(select(us.last_seen_ts).where(us.user_id == user))
+            return None if value is None else int(value)
+
+        return await self._call(go)
+
+
+async def _last_seq(conn: AsyncConnection, conv: str) -> int:
+    m_ = s.messages.c
+    value = await conn.scalar(select(func.max(m_.seq)).where(m_.conv == conv))
+    return int(value or 0)
+
+
+async def _load_conversation(conn: AsyncConnection, conv: str) -> Conversation | None:
+    c_, mb = s.conversations.c, s.members.c
+    row = (await conn.execute(select(s.conversations).where(c_.conv == conv))).first()
+    if row is None:
+        return None
+    people = list(await conn.execute(select(mb.user_id, mb.role).where(mb.conv == conv)))
+    return Conversation(
+        conv=row.conv,
+        kind=row.kind,
+        title=row.title,
+        created_ts=row.created_ts,
+        last_seq=max(row.last_seq, await _last_seq(conn, conv)),
+        members=frozenset(p.user_id for p in people),
+        admins=frozenset(p.user_id for p in people if p.role == "admin"),
+    )
+
+
+def _migrate(sync_conn: Any) -> None:
+    """Bring the schema to ``SCHEMA_HEAD`` with Alembic; refuse an unknown (newer) revision."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = sync_conn
+    script = ScriptDirectory.from_config(config)
+    known = {rev.revision for rev in script.walk_revisions()}
+    current = MigrationContext.configure(sync_conn).get_current_revision()
+    if current is not None and current not in known:
+        raise SchemaMismatch(
+            f"the database is at schema revision {current!r}, unknown to this code "
+            f"(it knows {sorted(known)}, head {s.SCHEMA_HEAD!r}); was it written by a newer "
+            f"version?"
+        )
+    command.upgrade(config, s.SCHEMA_HEAD)
+    after = MigrationContext.configure(sync_conn).get_current_revision()
+    if after != s.SCHEMA_HEAD:  # pragma: no cover - a broken migration chain
+        raise SchemaMismatch(f"schema at {after!r} after migrating, expected {s.SCHEMA_HEAD!r}")
+
+
+def _short(exc: BaseException) -> str:
+    text_ = str(getattr(exc, "orig", None) or exc)
+    return text_.splitlines()[0] if text_ else type(exc).__name__
