@@ -6,6 +6,8 @@ The storage actors (group commit, circuit breaker) are built on this API.
 from ._backend import Backend as Backend
 from ._bridge import AsyncioBridge as AsyncioBridge
 from ._bridge import wait_threadsafe as wait_threadsafe
+from ._cassandra import BUCKET_SIZE as BUCKET_SIZE
+from ._cassandra import CassandraBackend as CassandraBackend
 from ._errors import ConfigError as ConfigError
 from ._errors import SchemaMismatch as SchemaMismatch
 from ._errors import SeqConflict as SeqConflict
