@@ -1,0 +1,886 @@
+"""One actor's runtime record (``Context``): mailbox, signals, links, monitors and its run loop.
+
+Life cycle: an actor has a task only while it has work. ``spawn`` runs a synchronous ``init`` in
+the caller and leaves the actor *hibernated* (no task); the first message starts a task, which
+parks on an empty mailbox (*waiting*) and, after ``hibernate_after`` idle seconds, ends, keeping
+only the state. Exit signals act at once: an actor that is not trapping exits is cancelled wherever
+it is awaiting; trapped exits and ``Down`` notices jump ahead of queued messages.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import structlog
+
+from ._actor import NOREPLY, Actor, From
+from ._errors import CallError, NoProcError, ReceiveTimeoutError, SpawnError
+from ._lowlevel import Waiter
+from ._ref import CALL, CAST, INFO, Ref
+from ._types import (
+    KILL,
+    KILLED,
+    MAILBOX_OVERFLOW,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    ActorInfo,
+    Call,
+    Down,
+    Exit,
+    MailboxStatistics,
+    MonitorRef,
+    Overflow,
+    Status,
+)
+
+if TYPE_CHECKING:
+    from ._node import Node
+    from ._trace import Tracer
+
+log = structlog.get_logger("actors")
+
+# States, ordered: everything >= _EXITING takes no more messages.
+_STARTING: Final = 0
+_RUNNING: Final = 1
+_WAITING: Final = 2
+_HIBERNATED: Final = 3
+_EXITING: Final = 4
+_EXITED: Final = 5
+_STATUS: Final = (
+    Status.STARTING,
+    Status.RUNNING,
+    Status.WAITING,
+    Status.HIBERNATED,
+    Status.EXITING,
+    Status.EXITED,
+)
+
+_CLASS: Final = 0  # an Actor subclass instance (gen_server)
+_FUNCTION: Final = 1  # an async function with selective receive
+_INBOX: Final = 2  # a mailbox read by an outside task (tests, the shell)
+
+#: Messages an actor handles before yielding to the scheduler (a reduction budget).
+BUDGET: Final = 1000
+TERMINATE_TIMEOUT: Final = 5.0  # seconds for terminate() when the node itself is closing
+
+_HIBERNATE: Final = object()
+_NOTHING: Final = object()
+
+
+class _ParentExit:
+    """A trapped exit signal from the parent: a gen_server terminates (OTP semantics)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: object) -> None:
+        self.reason = reason
+
+
+def _as_message(entry: tuple[Any, ...]) -> Any:
+    return Call(entry[1], entry[2]) if entry[0] is CALL else entry[1]
+
+
+class Context:
+    """An actor's view of itself and the runtime: its ref, links, monitors, timers, spawning.
+
+    Class actors reach it as ``self.ctx``; function actors receive it as their first argument.
+    All methods are synchronous and never block, except ``receive`` and the ``start*`` family.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_behaviour",
+        "_capacity",
+        "_current",
+        "_deferred",
+        "_exit_reason",
+        "_fn_args",
+        "_has_task",
+        "_hibernate_after",
+        "_hwm",
+        "_init_waiter",
+        "_kind",
+        "_links",
+        "_mailbox",
+        "_monitored_by",
+        "_monitors",
+        "_name",
+        "_node",
+        "_overflow",
+        "_parent",
+        "_parked",
+        "_processed",
+        "_ref",
+        "_room_waiters",
+        "_scope",
+        "_signals",
+        "_started_at",
+        "_state",
+        "_suspended",
+        "_terminate_pending",
+        "_tracer",
+        "_trap_exit",
+    )
+
+    def __init__(
+        self,
+        node: Node,
+        pid: int,
+        kind: int,
+        behaviour: Any,
+        parent: Context | None,
+        capacity: int,
+        overflow: Overflow,
+        hibernate_after: float | None,
+    ) -> None:
+        self._node = node
+        self._ref = Ref(self, pid)
+        self._kind = kind
+        self._behaviour = behaviour
+        self._fn_args: tuple[Any, ...] = ()
+        self._parent = parent
+        self._name: str | None = None
+        self._state = _STARTING
+        self._has_task = False
+        self._scope: anyio.CancelScope | None = None
+        self._mailbox: deque[tuple[Any, ...]] | None = None
+        self._signals: deque[Any] | None = None
+        self._capacity = capacity
+        self._overflow = overflow
+        self._hwm = 0
+        self._processed = 0
+        self._parked: Waiter | None = None
+        self._room_waiters: deque[Waiter] | None = None
+        self._links: set[Context] | None = None
+        self._monitors: dict[MonitorRef, Context] | None = None  # monitors this actor holds
+        self._monitored_by: dict[MonitorRef, Context] | None = None
+        self._trap_exit = kind == _INBOX
+        self._exit_reason: object = None
+        self._terminate_pending = False
+        self._current: From | None = None  # the call being handled
+        self._deferred: set[From] | None = None  # calls answered later (NOREPLY)
+        self._init_waiter: Waiter | None = None
+        self._hibernate_after = hibernate_after
+        self._suspended = False
+        self._tracer: Tracer | None = None
+        self._started_at = node._backend.now()
+
+    # -- identity --
+
+    @property
+    def ref(self) -> Ref:
+        """This actor's ``Ref``."""
+        return self._ref
+
+    @property
+    def node(self) -> Node:
+        """The node the actor lives on."""
+        return self._node
+
+    @property
+    def name(self) -> str | None:
+        """The registered name, if any."""
+        return self._name
+
+    @property
+    def parent(self) -> Ref | None:
+        """The actor that spawned this one (None for actors spawned from outside)."""
+        return self._parent._ref if self._parent is not None else None
+
+    @property
+    def trap_exit(self) -> bool:
+        """When True, exit signals (other than ``kill``) arrive as ``Exit`` messages."""
+        return self._trap_exit
+
+    @trap_exit.setter
+    def trap_exit(self, value: bool) -> None:
+        self._trap_exit = bool(value)
+
+    # -- delivery --
+
+    def _mailbox_full(self) -> bool:
+        mailbox = self._mailbox
+        return mailbox is not None and len(mailbox) >= self._capacity and self._state < _EXITING
+
+    def _deliver(self, entry: tuple[Any, ...]) -> bool:
+        """Queue an entry; apply the overflow policy; wake or start the task. Never blocks."""
+        if self._state >= _EXITING:
+            self._reject(entry, NOPROC, NOPROC)
+            return False
+        mailbox = self._mailbox
+        if mailbox is None:
+            mailbox = self._mailbox = deque()
+        elif len(mailbox) >= self._capacity:
+            policy = self._overflow
+            if policy is Overflow.DROP_OLDEST:
+                self._reject(mailbox.popleft(), "mailbox_full", "mailbox_full")
+            elif policy is Overflow.EXIT:
+                self._reject(entry, "mailbox_full", MAILBOX_OVERFLOW)
+                self._die(MAILBOX_OVERFLOW)
+                return False
+            else:
+                self._reject(entry, "mailbox_full", "mailbox_full")
+                return False
+        mailbox.append(entry)
+        if len(mailbox) > self._hwm:
+            self._hwm = len(mailbox)
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            parked.wake()
+        elif not self._has_task and not self._suspended:
+            self._start_task()
+        return True
+
+    def _reject(self, entry: tuple[Any, ...], dead_letter_reason: str, call_reason: object) -> None:
+        if entry[0] is CALL:
+            frm: From = entry[2]
+            if call_reason == NOPROC:
+                frm._fail(NoProcError(f"{self._ref!r} is not alive"))
+            else:
+                frm._fail(CallError(call_reason))
+        self._node._dead_letter(self._ref, entry[1], dead_letter_reason)
+
+    def _signal(self, message: Any) -> None:
+        """Queue a system message ahead of the mailbox (trapped Exit, Down, parent exit)."""
+        signals = self._signals
+        if signals is None:
+            signals = self._signals = deque()
+        signals.append(message)
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            parked.wake()
+        elif not self._has_task and not self._suspended:
+            self._start_task()
+
+    async def _deliver_wait(self, entry: tuple[Any, ...]) -> None:
+        while self._mailbox_full():
+            await self._wait_for_room()
+        self._deliver(entry)
+        await self._node._backend.checkpoint()
+
+    async def _wait_for_room(self) -> None:
+        waiters = self._room_waiters
+        if waiters is None:
+            waiters = self._room_waiters = deque()
+        waiter = self._node._backend.new_waiter()
+        waiters.append(waiter)
+        await waiter.wait()
+
+    def _wake_room_waiters(self) -> None:
+        waiters = self._room_waiters
+        while waiters:
+            waiters.popleft().wake()
+
+    async def _call(self, request: Any, timeout: float | None) -> Any:
+        node = self._node
+        waiter = node._backend.new_waiter()
+        frm = From(self, waiter)
+        waiter.on_abort = frm._abandon
+        if self._overflow is Overflow.BACKPRESSURE:
+            while self._mailbox_full():
+                await self._wait_for_room()
+        if timeout is not None:
+            frm._timer = node._timers.add(
+                node._backend.now() + timeout, functools.partial(frm._on_timeout, timeout)
+            )
+        self._deliver((CALL, request, frm))
+        return await waiter.wait()
+
+    # -- the task --
+
+    def _start_task(self) -> None:
+        self._has_task = True
+        if self._mailbox is None:
+            self._mailbox = deque()
+        self._node._task_group.start_soon(self._run, name=self._task_name())
+
+    def _task_name(self) -> str:
+        return f"actor #{self._ref.pid} {self._name or self._behaviour_name()}"
+
+    async def _run(self) -> None:
+        try:
+            reason = await self._run_scoped()
+        except BaseException:
+            # Cancelled from outside (the node is closing) or a BaseException escaped a handler.
+            self._has_task = False
+            self._scope = None
+            if self._state != _EXITED:
+                self._finish(self._exit_reason if self._exit_reason is not None else SHUTDOWN)
+            raise
+        self._scope = None
+        if reason is _HIBERNATE:
+            self._has_task = False
+            self._state = _HIBERNATED
+            if not self._mailbox:
+                self._mailbox = None  # an empty deque is ~600 bytes; a hibernated actor keeps none
+            return
+        if self._terminate_pending and self._kind == _CLASS:
+            reason = await self._terminate(reason)
+        self._has_task = False
+        self._finish(reason)
+
+    async def _run_scoped(self) -> object:
+        if self._exit_reason is not None:  # killed between start_soon and now
+            return self._exit_reason
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                if self._state == _STARTING:
+                    if self._kind == _CLASS:
+                        await self._init_async()
+                    else:
+                        self._state = _RUNNING
+                        self._init_done()
+                        await self._behaviour(self, *self._fn_args)
+                        self._fn_args = ()
+                        self._exit_reason = NORMAL
+                        return NORMAL
+                self._state = _RUNNING
+                return await self._loop()
+            except Exception as exc:
+                if self._exit_reason is None:  # a crash, not an exit signal
+                    self._exit_reason = exc
+                    self._terminate_pending = True
+                    if self._state == _STARTING:
+                        self._terminate_pending = False
+                return self._exit_reason
+        return self._exit_reason  # our scope was cancelled by an exit signal
+
+    async def _init_async(self) -> None:
+        actor: Actor = self._behaviour
+        await actor.init(*self._fn_args)  # type: ignore[misc]
+        self._fn_args = ()
+        self._init_done()
+
+    def _init_done(self) -> None:
+        waiter = self._init_waiter
+        if waiter is not None:
+            self._init_waiter = None
+            waiter.wake()
+
+    async def _terminate(self, reason: object) -> object:
+        self._state = _EXITING
+        actor: Actor = self._behaviour
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                if actor._async_terminate:
+                    await actor.terminate(reason)  # type: ignore[misc]
+                else:
+                    actor.terminate(reason)
+            except Exception:
+                log.exception("terminate_failed", actor=repr(self._ref), reason=repr(reason))
+        self._scope = None
+        if scope.cancel_called and self._exit_reason == KILLED:
+            return KILLED
+        return reason
+
+    async def _loop(self) -> object:
+        """Handle messages until the actor exits or hibernates. The hot path."""
+        actor: Actor = self._behaviour
+        handle_call = actor.handle_call
+        handle_cast = actor.handle_cast
+        handle_info = actor.handle_info
+        async_call = actor._async_call
+        async_cast = actor._async_cast
+        async_info = actor._async_info
+        checkpoint = self._node._backend.checkpoint
+        budget = BUDGET
+        while True:
+            if self._signals:
+                stop = await self._handle_signals()
+                if stop is not _NOTHING:
+                    return stop
+            if self._exit_reason is not None:
+                return self._exit_reason
+            mailbox = self._mailbox
+            if mailbox and not self._suspended:
+                entry = mailbox.popleft()
+                self._processed += 1
+                if self._tracer is not None:
+                    self._tracer.offer(entry)
+                kind = entry[0]
+                if kind is CAST:
+                    if async_cast:
+                        await handle_cast(entry[1])  # type: ignore[misc]
+                    else:
+                        handle_cast(entry[1])
+                elif kind is INFO:
+                    if async_info:
+                        await handle_info(entry[1])  # type: ignore[misc]
+                    else:
+                        handle_info(entry[1])
+                else:
+                    frm: From = entry[2]
+                    if not frm.done:  # the caller may have timed out while it waited
+                        self._current = frm
+                        if async_call:
+                            result = await handle_call(entry[1], frm)
+                        else:
+                            result = handle_call(entry[1], frm)
+                        self._current = None
+                        if result is NOREPLY:
+                            if not frm.done:
+                                if self._deferred is None:
+                                    self._deferred = set()
+                                self._deferred.add(frm)
+                        else:
+                            frm.reply(result)
+                budget -= 1
+                if not budget:
+                    budget = BUDGET
+                    if self._room_waiters:
+                        self._wake_room_waiters()
+                    await checkpoint()
+            else:
+                if self._room_waiters:
+                    self._wake_room_waiters()
+                budget = BUDGET
+                if await self._park() is _HIBERNATE and not self._signals and not self._mailbox:
+                    return _HIBERNATE
+
+    async def _handle_signals(self) -> object:
+        signals = self._signals
+        actor: Actor = self._behaviour
+        while signals:
+            message = signals.popleft()
+            if type(message) is _ParentExit:
+                self._exit_reason = message.reason
+                self._terminate_pending = True
+                return message.reason
+            self._processed += 1
+            if self._tracer is not None:
+                self._tracer.offer((INFO, message))
+            if actor._async_info:
+                await actor.handle_info(message)  # type: ignore[misc]
+            else:
+                actor.handle_info(message)
+            if self._exit_reason is not None:
+                return self._exit_reason
+        return _NOTHING
+
+    async def _park(self) -> object:
+        node = self._node
+        waiter = self._parked = node._backend.new_waiter()
+        self._state = _WAITING
+        timer = None
+        if self._hibernate_after is not None:
+            timer = node._timers.add(
+                node._backend.now() + self._hibernate_after,
+                functools.partial(waiter.wake, _HIBERNATE),
+            )
+        try:
+            return await waiter.wait()
+        finally:
+            self._parked = None
+            self._state = _RUNNING
+            if timer is not None:
+                timer.cancel()
+
+    # -- selective receive (function actors and inboxes) --
+
+    async def receive(
+        self, match: Callable[[Any], bool] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Take the first message ``match`` accepts (any message when None), waiting for one.
+
+        System messages (``Exit``, ``Down``) are looked at first, then the mailbox in order;
+        a ``call`` appears as a :class:`Call`. Unmatched messages stay queued in order.
+
+        Args:
+            timeout: seconds to wait; None waits forever.
+
+        Raises:
+            ReceiveTimeoutError: nothing matched within ``timeout``.
+            NoProcError: this actor (an inbox) has exited.
+        """
+        if self._kind == _CLASS:
+            raise RuntimeError("receive() is for function actors and inboxes, not Actor classes")
+        node = self._node
+        timer = None
+        try:
+            while True:
+                message = self._take(match)
+                if message is not _NOTHING:
+                    await node._backend.checkpoint()
+                    return message
+                if self._state >= _EXITING:
+                    raise NoProcError(f"{self._ref!r} has exited")
+                waiter = self._parked = node._backend.new_waiter()
+                if timeout is not None and timer is None:
+                    timer = node._timers.add(
+                        node._backend.now() + timeout,
+                        functools.partial(
+                            waiter.throw, ReceiveTimeoutError(f"no message within {timeout} s")
+                        ),
+                    )
+                elif timer is not None:
+                    timer.callback = functools.partial(
+                        waiter.throw, ReceiveTimeoutError(f"no message within {timeout} s")
+                    )
+                try:
+                    await waiter.wait()
+                finally:
+                    self._parked = None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self, match: Callable[[Any], bool] | None) -> Any:
+        signals = self._signals
+        if signals:
+            for index, message in enumerate(signals):
+                if match is None or match(message):
+                    del signals[index]
+                    self._count(INFO, message)
+                    return message
+        mailbox = self._mailbox
+        if mailbox:
+            for index, entry in enumerate(mailbox):
+                message = _as_message(entry)
+                if match is None or match(message):
+                    del mailbox[index]
+                    self._count(entry[0], message)
+                    if self._room_waiters:
+                        self._wake_room_waiters()
+                    return message
+        return _NOTHING
+
+    def _count(self, kind: int, message: Any) -> None:
+        self._processed += 1
+        if self._tracer is not None:
+            self._tracer.offer((kind, message))
+
+    def close(self) -> None:
+        """Exit an inbox (or any actor, from inside itself) with reason ``normal`` right away."""
+        if self._state < _EXITING:
+            self._die(NORMAL)
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- exits --
+
+    def stop(self, reason: object = NORMAL) -> None:
+        """Exit with ``reason`` after the current handler returns (``terminate`` runs first)."""
+        if self._state >= _EXITING or self._exit_reason is not None:
+            return
+        if self._kind == _INBOX or not self._has_task:
+            self._die(reason)
+            return
+        self._exit_reason = reason
+        self._terminate_pending = True
+
+    def _receive_exit(self, sender: Context | None, reason: object, direct: bool) -> None:
+        """Handle an exit signal (from ``exit`` when ``direct``, else from a link)."""
+        if self._state >= _EXITED:
+            return
+        if direct and reason == KILL:
+            self._die(KILLED)
+            return
+        if self._state == _EXITING:
+            return
+        if self._trap_exit:
+            if sender is not None and sender is self._parent and self._kind == _CLASS:
+                self._signal(_ParentExit(reason))
+            else:
+                self._signal(Exit(sender._ref if sender is not None else None, reason))  # type: ignore[arg-type]
+            return
+        if reason == NORMAL and sender is not self:
+            return
+        self._die(reason)
+
+    def _die(self, reason: object) -> None:
+        """Exit now with ``reason``: cancel the task wherever it is, or finish at once."""
+        if self._state >= _EXITED:
+            return
+        if self._state == _EXITING and reason != KILLED:
+            return
+        self._exit_reason = reason
+        self._terminate_pending = False
+        if self._has_task and self._kind != _INBOX:
+            self._state = _EXITING
+            if self._scope is not None:
+                self._scope.cancel()
+            parked = self._parked
+            if parked is not None:
+                self._parked = None
+                parked.wake()
+        else:
+            self._finish(reason)
+
+    def _finish(self, reason: object) -> None:
+        """Final clean-up: release the name, fail pending calls, tell links and monitors."""
+        if self._state == _EXITED:
+            return
+        self._state = _EXITED
+        self._exit_reason = reason
+        node = self._node
+        ref = self._ref
+        node._forget(self)
+        silent = self._init_waiter is not None  # init failed: the caller gets SpawnError instead
+        if silent:
+            waiter, self._init_waiter = self._init_waiter, None
+            assert waiter is not None
+            error = SpawnError(reason)
+            if isinstance(reason, BaseException):
+                error.__cause__ = reason
+            waiter.throw(error)
+        if isinstance(reason, Exception) and not silent:
+            log.error(
+                "actor_crashed",
+                actor=repr(ref),
+                behaviour=self._behaviour_name(),
+                exc_info=reason,
+            )
+        # Calls that will never be answered now.
+        if self._current is not None:
+            self._current._server_exited(reason)
+            self._current = None
+        if self._deferred:
+            for frm in list(self._deferred):
+                frm._server_exited(reason)
+        self._deferred = None
+        mailbox, self._mailbox = self._mailbox, None
+        if mailbox:
+            for entry in mailbox:
+                if entry[0] is CALL:
+                    entry[2]._server_exited(reason)
+                else:
+                    node._dead_letter(ref, entry[1], "exited")
+        self._signals = None
+        self._wake_room_waiters()
+        parked = self._parked
+        if parked is not None:  # an inbox's reader
+            self._parked = None
+            parked.wake()
+        if self._tracer is not None:
+            self._tracer.close()
+            self._tracer = None
+        # Monitors this actor held on others.
+        if self._monitors:
+            for mref, target in self._monitors.items():
+                if target._monitored_by is not None:
+                    target._monitored_by.pop(mref, None)
+        self._monitors = None
+        # Links and monitors on this actor, through the node's queue (no recursion).
+        propagated = KILLED if reason == KILL else reason
+        if self._links:
+            for other in self._links:
+                if other._links is not None:
+                    other._links.discard(self)
+                if not silent:
+                    node._queue_exit(other, self, propagated)
+        self._links = None
+        if self._monitored_by:
+            for mref, watcher in self._monitored_by.items():
+                if watcher._monitors is not None:
+                    watcher._monitors.pop(mref, None)
+                if not silent:
+                    watcher._signal_down(Down(mref, ref, propagated))
+        self._monitored_by = None
+        self._behaviour_name_cache()
+        node._drain_exits()
+
+    def _behaviour_name_cache(self) -> None:
+        # Keep the behaviour's name for post-mortem repr, drop the state itself.
+        if self._kind == _CLASS:
+            self._behaviour = type(self._behaviour)
+        self._fn_args = ()
+
+    def _signal_down(self, down: Down) -> None:
+        if self._state < _EXITING:
+            self._signal(down)
+
+    # -- links and monitors --
+
+    def link(self, ref: Ref) -> None:
+        """Link to ``ref``: if either exits abnormally, the other gets the exit signal.
+
+        Raises:
+            NoProcError: ``ref`` is not alive and this actor does not trap exits (when it does,
+                an ``Exit(ref, "noproc")`` message arrives instead).
+        """
+        other = ref._ctx
+        if other is self:
+            return
+        if other._state >= _EXITING:
+            if self._trap_exit:
+                self._signal(Exit(ref, NOPROC))
+                return
+            raise NoProcError(f"cannot link: {ref!r} is not alive")
+        if self._links is None:
+            self._links = set()
+        if other._links is None:
+            other._links = set()
+        self._links.add(other)
+        other._links.add(self)
+
+    def unlink(self, ref: Ref) -> None:
+        """Remove the link to ``ref``, if any. Idempotent."""
+        other = ref._ctx
+        if self._links is not None:
+            self._links.discard(other)
+        if other._links is not None:
+            other._links.discard(self)
+
+    def monitor(self, ref: Ref) -> MonitorRef:
+        """Watch ``ref``: when it exits, a ``Down(monitor, ref, reason)`` message arrives.
+
+        Monitoring an actor that is not alive sends ``Down(..., "noproc")`` at once.
+        """
+        mref = self._node._new_monitor_ref()
+        target = ref._ctx
+        if target._state >= _EXITING:
+            self._signal(Down(mref, ref, NOPROC))
+            return mref
+        if self._monitors is None:
+            self._monitors = {}
+        if target._monitored_by is None:
+            target._monitored_by = {}
+        self._monitors[mref] = target
+        target._monitored_by[mref] = self
+        return mref
+
+    def demonitor(self, mref: MonitorRef, *, flush: bool = False) -> bool:
+        """Stop a monitor. With ``flush``, also drop its ``Down`` if already queued.
+
+        Returns True if the monitor was still active.
+        """
+        target = self._monitors.pop(mref, None) if self._monitors is not None else None
+        if target is not None and target._monitored_by is not None:
+            target._monitored_by.pop(mref, None)
+        if flush and self._signals:
+            self._signals = deque(
+                m for m in self._signals if not (type(m) is Down and m.monitor == mref)
+            )
+        return target is not None
+
+    def exit(self, ref: Ref, reason: object) -> None:
+        """Send an exit signal to ``ref`` (Erlang's ``exit/2``). ``KILL`` cannot be trapped."""
+        self._node._queue_exit(ref._ctx, self, reason, direct=True)
+        self._node._drain_exits()
+
+    # -- spawning, names, timers --
+
+    def spawn(self, behaviour: Any, *args: Any, **options: Any) -> Ref:
+        """Spawn a child actor (parent: this one). See :meth:`Node.spawn`."""
+        return self._node._spawn(behaviour, args, parent=self, **options)
+
+    def spawn_link(self, behaviour: Any, *args: Any, **options: Any) -> Ref:
+        """Spawn a child and link to it atomically."""
+        return self._node._spawn(behaviour, args, parent=self, link=True, **options)
+
+    def spawn_monitor(self, behaviour: Any, *args: Any, **options: Any) -> tuple[Ref, MonitorRef]:
+        """Spawn a child and monitor it atomically."""
+        ref = self._node._spawn(behaviour, args, parent=self, **options)
+        return ref, self.monitor(ref)
+
+    async def start(self, behaviour: Any, *args: Any, **options: Any) -> Ref:
+        """Spawn a child and wait until its ``init`` (sync or async) has finished.
+
+        Raises:
+            SpawnError: ``init`` failed; the child never ran and sent no signals.
+        """
+        return await self._node._start(behaviour, args, parent=self, **options)
+
+    async def start_link(self, behaviour: Any, *args: Any, **options: Any) -> Ref:
+        """``start`` and link atomically (OTP's ``gen_server:start_link``)."""
+        return await self._node._start(behaviour, args, parent=self, link=True, **options)
+
+    def register(self, name: str) -> None:
+        """Register this actor under ``name`` (released when it exits)."""
+        self._node.register(name, self._ref)
+
+    def send_after(self, delay: float, ref: Ref, message: Any) -> Any:
+        """Send ``message`` to ``ref`` after ``delay`` seconds. See :meth:`Node.send_after`."""
+        return self._node.send_after(delay, ref, message)
+
+    # -- introspection --
+
+    def _behaviour_name(self) -> str:
+        behaviour = self._behaviour
+        if isinstance(behaviour, type):
+            return behaviour.__qualname__
+        if self._kind == _CLASS:
+            return type(behaviour).__qualname__
+        if self._kind == _INBOX:
+            return "inbox"
+        return getattr(behaviour, "__qualname__", repr(behaviour))
+
+    def status(self) -> Status:
+        """The life-cycle state now."""
+        if self._suspended and self._state < _EXITING:
+            return Status.SUSPENDED
+        return _STATUS[self._state]
+
+    def mailbox_statistics(self) -> MailboxStatistics:
+        """The mailbox's length, capacity, high-water mark and overflow policy."""
+        mailbox = self._mailbox
+        return MailboxStatistics(
+            length=len(mailbox) if mailbox else 0,
+            capacity=self._capacity,
+            high_water_mark=self._hwm,
+            overflow=self._overflow,
+        )
+
+    def info(self) -> ActorInfo:
+        """A frozen snapshot of everything introspection knows about this actor. O(links)."""
+        summary = None
+        if self._kind == _CLASS and self._state < _EXITED:
+            try:
+                summary = self._behaviour.format_status()
+            except Exception as exc:
+                summary = {"format_status_error": repr(exc)}
+        return ActorInfo(
+            ref=self._ref,
+            name=self._name,
+            behaviour=self._behaviour_name(),
+            status=self.status(),
+            mailbox=self.mailbox_statistics(),
+            processed=self._processed,
+            links=tuple(c._ref for c in self._links) if self._links else (),
+            monitors=tuple(c._ref for c in self._monitors.values()) if self._monitors else (),
+            monitored_by=(
+                tuple(c._ref for c in self._monitored_by.values()) if self._monitored_by else ()
+            ),
+            parent=self.parent,
+            trap_exit=self._trap_exit,
+            started_at=self._started_at,
+            summary=summary,
+        )
+
+    @property
+    def exit_reason(self) -> object:
+        """The reason this actor exited with (None while it is alive)."""
+        return self._exit_reason if self._state == _EXITED else None
+
+    # -- suspend/resume (sys:suspend) --
+
+    def suspend(self) -> None:
+        """Stop taking messages (they keep queueing; exit signals still act)."""
+        self._suspended = True
+
+    def resume(self) -> None:
+        """Take messages again after :meth:`suspend`."""
+        if not self._suspended:
+            return
+        self._suspended = False
+        if self._state >= _EXITING:
+            return
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            parked.wake()
+        elif not self._has_task and (self._mailbox or self._signals):
+            self._start_task()
