@@ -355,6 +355,23 @@ class Node:
             raise NoProcError(f"{ref!r} is not alive")
         return ctx
 
+    async def wait_exit(self, ref: Ref) -> object:
+        """Wait until the actor has exited and return its exit reason (at once if it already
+        has). Checkpoints. Bound the wait with a cancel scope (``anyio.move_on_after``)."""
+        ctx = ref._ctx
+        if ctx._state >= 5:
+            await self._backend.checkpoint()
+            return ctx._exit_reason
+        waiter = self._backend.new_waiter()
+        if ctx._exit_waiters is None:
+            ctx._exit_waiters = []
+        ctx._exit_waiters.append(waiter)
+        try:
+            return await waiter.wait()
+        finally:
+            if ctx._exit_waiters is not None and waiter in ctx._exit_waiters:
+                ctx._exit_waiters.remove(waiter)
+
     def lookup(self, pid: int) -> Ref | None:
         """The live actor with this pid, or None."""
         ctx = self._procs.get(pid)

@@ -99,6 +99,7 @@ class Context:
         "_current",
         "_deferred",
         "_exit_reason",
+        "_exit_waiters",
         "_fn_args",
         "_has_task",
         "_hibernate_after",
@@ -161,6 +162,7 @@ class Context:
         self._monitored_by: dict[MonitorRef, Context] | None = None
         self._trap_exit = kind == _INBOX
         self._exit_reason: object = None
+        self._exit_waiters: list[Waiter] | None = None
         self._terminate_pending = False
         self._current: From | None = None  # the call being handled
         self._deferred: set[From] | None = None  # calls answered later (NOREPLY)
@@ -690,6 +692,10 @@ class Context:
                     watcher._signal_down(Down(mref, ref, propagated))
         self._monitored_by = None
         self._behaviour_name_cache()
+        if self._exit_waiters is not None:
+            for exit_waiter in self._exit_waiters:
+                exit_waiter.wake(reason)
+            self._exit_waiters = None
         node._drain_exits()
 
     def _behaviour_name_cache(self) -> None:
