@@ -2,10 +2,65 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from config import ConfigError, load_or_create_secret, load_settings
+
+from ._auth import DEFAULT_TOKEN_TTL_S, mint_token
+from ._validate import ID_RE
 
 
 @click.group()
 @click.version_option(package_name="parley")
 def main() -> None:
     """Parley: Erlang-style supervised actors and a chat node built on them."""
+
+
+def _identifier(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not ID_RE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not 1-64 characters of [A-Za-z0-9_.-]")
+    return value
+
+
+@main.command()
+@click.argument("user", callback=_identifier)
+@click.option("--device", metavar="D", callback=_identifier, help="Device id (default: default).")
+@click.option(
+    "--ttl",
+    metavar="SECONDS",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TOKEN_TTL_S,
+    show_default=True,
+    help="How long the token is valid, in seconds.",
+)
+@click.option(
+    "--data-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's data directory (its secret is created there if absent).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The node's TOML configuration file.",
+)
+def token(
+    user: str, device: str | None, ttl: int, data_dir: Path | None, config_file: Path | None
+) -> None:
+    """Print a token for USER, signed with the secret of the node using this data directory.
+
+    The data directory comes from --data-dir, else from --config, else from the environment
+    (PARLEY_SERVER__DATA_DIR), else ./parley-data.
+    """
+    if data_dir is not None and config_file is not None:
+        raise click.UsageError("give --data-dir or --config, not both")
+    try:
+        settings = load_settings(config_file, overrides={"server.data_dir": data_dir})
+        secret = load_or_create_secret(settings.server.data_dir)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(mint_token(secret, user, device, ttl_s=ttl))
