@@ -22,6 +22,9 @@ from ._records import UserConversation as UserConversation
 from ._records import direct_key as direct_key
 from ._ring import DEFAULT_VNODES as DEFAULT_VNODES
 from ._ring import HashRing as HashRing
+from ._sharded import ShardedStorage as ShardedStorage
+from ._sharded import backend_from_url as backend_from_url
+from ._sharded import sqlite_shard_urls as sqlite_shard_urls
 from ._sql import SqlBackend as SqlBackend
 from ._url import BackendUrl as BackendUrl
 from ._url import CassandraUrl as CassandraUrl

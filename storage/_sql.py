@@ -170,9 +170,11 @@ class SqlBackend(Backend):
                 conn.exec_driver_sql(conn.get_execution_options().get("parley_begin", "BEGIN"))
 
             return engine
-        connect_args: dict[str, Any] = {"timeout": 10}
+        # application_name lets operators (and the fault tests) find a shard's connections.
+        settings = {"application_name": f"parley-{url.schema}" if url.schema else "parley"}
         if url.schema:
-            connect_args["server_settings"] = {"search_path": url.schema}
+            settings["search_path"] = url.schema
+        connect_args: dict[str, Any] = {"timeout": 10, "server_settings": settings}
         return create_async_engine(
             url.sqlalchemy_url,
             pool_size=url.pool_size,
