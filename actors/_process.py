@@ -195,6 +195,13 @@ class Context:
         return self._parent._ref if self._parent is not None else None
 
     @property
+    def behaviour(self) -> Any:
+        """The actor's behaviour: the ``Actor`` instance (its state) or the function. For
+        introspection (OTP's ``sys:get_state``): safe to read, since all actors share one loop;
+        never mutate it from outside the actor."""
+        return self._behaviour
+
+    @property
     def trap_exit(self) -> bool:
         """When True, exit signals (other than ``kill``) arrive as ``Exit`` messages."""
         return self._trap_exit
