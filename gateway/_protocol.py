@@ -42,6 +42,9 @@ SEND_ALLOWED: Final[Mapping[ConnectionState, str]] = {
 RECEIVE_ALLOWED: Final = frozenset({ConnectionState.AWAITING_WELCOME, ConnectionState.OPEN})
 
 
+_DEFAULT_LIMITS: Final = Limits()
+
+
 class ClientConnection:
     """The protocol state of one client connection.
 
@@ -55,6 +58,8 @@ class ClientConnection:
         LocalProtocolError: ``subprotocol`` is not one this node speaks.
     """
 
+    __slots__ = ("_bad_frames", "_binary", "_close_code", "_limits", "_state", "_subprotocol")
+
     def __init__(self, subprotocol: str | None, limits: Limits | None = None) -> None:
         if subprotocol is None:
             subprotocol = SUBPROTOCOL_JSON
@@ -62,7 +67,7 @@ class ClientConnection:
             raise LocalProtocolError(f"unknown subprotocol {subprotocol!r}")
         self._subprotocol = subprotocol
         self._binary = subprotocol != SUBPROTOCOL_JSON
-        self._limits = limits if limits is not None else Limits()
+        self._limits = limits if limits is not None else _DEFAULT_LIMITS
         self._state = ConnectionState.AWAITING_WELCOME
         self._bad_frames = 0
         self._close_code: int | None = None
