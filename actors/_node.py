@@ -196,7 +196,8 @@ class Node:
                 raise SpawnError(exc) from exc
             ctx._fn_args = ()
             ctx._state = _HIBERNATED  # no task until the first message arrives
-            if ctx._mailbox or ctx._signals:
+            # A message init sent to itself has already started the task.
+            if (ctx._mailbox or ctx._signals) and not ctx._has_task:
                 ctx._start_task()
         else:
             ctx._start_task()
