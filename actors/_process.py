@@ -837,6 +837,12 @@ class Context:
             return Status.SUSPENDED
         return _STATUS[self._state]
 
+    @property
+    def mailbox_length(self) -> int:
+        """Messages queued now (cheap: for scanning many actors)."""
+        mailbox = self._mailbox
+        return len(mailbox) if mailbox else 0
+
     def mailbox_statistics(self) -> MailboxStatistics:
         """The mailbox's length, capacity, high-water mark and overflow policy."""
         mailbox = self._mailbox
