@@ -63,8 +63,9 @@ class Backoff:
     whose failures are external, such as a database connection).
 
     The n-th consecutive restart waits ``min(max, min * factor**(n-1))`` seconds, scaled by a
-    random factor in ``[1 - jitter, 1 + jitter]``; the count resets once the child has run for
-    ``reset_after`` seconds. Restart intensity still applies. Times in seconds.
+    random factor in ``[1 - jitter, 1 + jitter]`` and kept within ``[min, max]``; the count
+    resets once the child has run for ``reset_after`` seconds. Restart intensity still applies.
+    Times in seconds.
     """
 
     min: float = 0.1
@@ -88,7 +89,8 @@ class Backoff:
     def delay(self, attempt: int, unit_random: float) -> float:
         """Seconds before restart number ``attempt`` (1-based); ``unit_random`` in [0, 1)."""
         base = min(self.max, self.min * self.factor ** max(0, attempt - 1))
-        return max(0.0, base * (1 - self.jitter + 2 * self.jitter * unit_random))
+        jittered = base * (1 - self.jitter + 2 * self.jitter * unit_random)
+        return min(self.max, max(self.min, jittered))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +202,13 @@ class SupervisorFlags:
             raise SpecError(f"intensity must be an int >= 0, got {self.intensity!r}")
         if self.intensity < 0:
             raise SpecError(f"intensity must be >= 0, got {self.intensity!r}")
-        if not (isinstance(self.period, int | float) and self.period > 0):
+        if isinstance(self.period, bool) or not (
+            isinstance(self.period, int | float) and self.period > 0
+        ):
             raise SpecError(f"period must be seconds > 0, got {self.period!r}")
         if self.max_children is not None and (
-            not isinstance(self.max_children, int) or self.max_children < 1
+            isinstance(self.max_children, bool)
+            or not isinstance(self.max_children, int)
+            or self.max_children < 1
         ):
             raise SpecError(f"max_children must be None or an int >= 1, got {self.max_children!r}")
