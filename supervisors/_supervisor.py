@@ -80,6 +80,9 @@ class Supervisor(SupervisorBase):
         for other in reversed(group):
             if other is not child and other.ref is not None:
                 await self._stop_child(other)
+            if other.spec.restart is Restart.TEMPORARY:  # stopped for good, as OTP does
+                self._forget(other)
+        group = [member for member in group if member.spec.restart is not Restart.TEMPORARY]
         for member in group:
             member.restarts += 1
         if child.spec.backoff is not None:
@@ -94,11 +97,16 @@ class Supervisor(SupervisorBase):
             try:
                 await self._start_child(child)
             except StartChildError:
-                if self.flags.strategy is not Strategy.ONE_FOR_ONE:
+                # OTP's try_again_restart: one_for_all restarts the whole group again; for
+                # rest_for_one the failed child and those after it (none of which started).
+                retry = list(children)
+                if self.flags.strategy is Strategy.ONE_FOR_ALL:
                     for other in reversed(children):
                         if other.ref is not None:
                             await self._stop_child(other)
-                self._schedule(children, child, retry=True)
+                else:
+                    retry = retry[retry.index(child) :]
+                self._schedule(retry, child, retry=True)
                 return
 
     async def _stop_all(self) -> None:
