@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+
 from actors import Actor, Context, Exit, From, Ref
 from supervisors import ChildSpec, Restart
 
@@ -59,21 +61,19 @@ class FailingInit(Actor):
         raise Boom(f"{name} cannot start")
 
 
-class FailsAfterFirst(Actor):
-    """Starts once; every later ``init`` fails (a dependency that went away for good).
+class Flaky(Actor):
+    """A child with an ``async`` init (so starting it waits): the first start succeeds, the next
+    ``state["failures"]`` starts fail with :class:`Boom` (all of them when absent), later ones
+    succeed. ``state["starts"]`` counts the attempts; ``state`` is shared with the test."""
 
-    ``state`` is a dict shared by the test: ``state["starts"]`` counts attempts.
-    """
-
-    def init(self, name: str, state: dict[str, int]) -> None:
-        state["starts"] = state.get("starts", 0) + 1
+    async def init(self, name: str, state: dict[str, int]) -> None:
+        await anyio.lowlevel.checkpoint()
+        starts = state["starts"] = state.get("starts", 0) + 1
         self.name = name
-        if state["starts"] > 1:
-            raise Boom(f"{name} cannot start again")
+        if 1 < starts <= 1 + state.get("failures", 1 << 30):
+            raise Boom(f"{name} cannot start (attempt {starts})")
 
     def handle_call(self, request: Any, from_: From) -> Any:
-        if request == "crash":
-            raise Boom(self.name)
         return "pong"
 
 
