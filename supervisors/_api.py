@@ -1,4 +1,8 @@
-"""The client API (OTP's supervisor module functions): calls to a running supervisor."""
+"""The client API (OTP's supervisor module functions): calls to a running supervisor.
+
+Each call waits for the supervisor's answer without a timeout (as OTP's, which use
+``infinity``); bound it with a cancel scope (``anyio.move_on_after``) when needed.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from ._spec import ChildSpec
 
 
 async def _request(sup: Ref, op: str, arg: Any = None) -> Any:
-    reply = await sup.call(Request(op, arg))
+    # No call timeout, as OTP's supervisor:call/2 (infinity): terminate_child may wait out a
+    # child's whole shutdown deadline. The caller bounds the wait with a cancel scope.
+    reply = await sup.call(Request(op, arg), timeout=None)
     if type(reply) is Failure:
         raise reply.error
     return reply
