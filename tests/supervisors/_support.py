@@ -130,3 +130,21 @@ async def exit_of(inbox: Context, ref: Ref) -> object:
     message = await inbox.receive(lambda m: isinstance(m, Exit) and m.ref == ref, timeout=60)
     assert isinstance(message, Exit)
     return message.reason
+
+
+class SlowStop(Actor):
+    """Traps exits; its ``terminate`` takes ``seconds`` of (virtual) time, then reports
+    ``("terminated", name, reason)`` to ``log``."""
+
+    def init(self, name: str, log: Ref, seconds: float, *extra: Any) -> None:
+        self.ctx.trap_exit = True
+        self.name = name
+        self.log = log
+        self.seconds = seconds
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        return "pong"
+
+    async def terminate(self, reason: object) -> None:
+        await anyio.sleep(self.seconds)
+        self.log.send(("terminated", self.name, reason))
