@@ -98,6 +98,11 @@ class DynamicSupervisor(SupervisorBase):
     # -- operations --
 
     async def _op_start_child(self, extra: tuple[Any, ...]) -> Ref:
+        if not isinstance(extra, tuple):
+            raise SpecError(
+                "a dynamic supervisor's start_child takes extra arguments for its one spec, "
+                f"not {extra!r}"
+            )
         cap = self.flags.max_children
         if cap is not None and self.child_count() >= cap:
             raise NotAllowedError(f"max_children ({cap}) reached")

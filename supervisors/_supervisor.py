@@ -136,7 +136,10 @@ class Supervisor(SupervisorBase):
     # -- operations (the client API in supervisors._api) --
 
     def _get(self, child_id: Any) -> Child:
-        child = self._ids.get(child_id)
+        try:
+            child = self._ids.get(child_id)
+        except TypeError:  # unhashable: no child has it (and the supervisor must not crash)
+            child = None
         if child is None:
             raise ChildNotFoundError(f"no child {child_id!r}")
         return child
