@@ -102,7 +102,7 @@ async def started(inbox: Context, count: int) -> list[str]:
     names = []
     for _ in range(count):
         message = await inbox.receive(
-            lambda m: isinstance(m, tuple) and m[0] == "started", timeout=1
+            lambda m: isinstance(m, tuple) and m[0] == "started", timeout=60
         )
         names.append(message[1])
     return names
@@ -113,7 +113,7 @@ async def terminated(inbox: Context, count: int) -> list[tuple[str, object]]:
     found = []
     for _ in range(count):
         message = await inbox.receive(
-            lambda m: isinstance(m, tuple) and m[0] == "terminated", timeout=1
+            lambda m: isinstance(m, tuple) and m[0] == "terminated", timeout=60
         )
         found.append((message[1], message[2]))
     return found
