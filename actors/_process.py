@@ -349,8 +349,9 @@ class Context:
                         self._init_done()
                         await self._behaviour(self, *self._fn_args)
                         self._fn_args = ()
-                        self._exit_reason = NORMAL
-                        return NORMAL
+                        if self._exit_reason is None:  # else it was told to exit meanwhile
+                            self._exit_reason = NORMAL
+                        return self._exit_reason
                 self._state = _RUNNING
                 return await self._loop()
             except Exception as exc:
@@ -557,6 +558,11 @@ class Context:
                 if match is None or match(message):
                     del mailbox[index]
                     self._count(entry[0], message)
+                    if entry[0] is CALL and not entry[2].done:
+                        # Fail it if this actor exits before replying.
+                        if self._deferred is None:
+                            self._deferred = set()
+                        self._deferred.add(entry[2])
                     if self._room_waiters:
                         self._wake_room_waiters()
                     return message
@@ -584,8 +590,8 @@ class Context:
         """Exit with ``reason`` after the current handler returns (``terminate`` runs first)."""
         if self._state >= _EXITING or self._exit_reason is not None:
             return
-        if self._kind == _INBOX or not self._has_task:
-            self._die(reason)
+        if self._kind != _CLASS or not self._has_task:
+            self._die(reason)  # a function actor has no handler to return from: exit now
             return
         self._exit_reason = reason
         self._terminate_pending = True
