@@ -6,6 +6,8 @@ submits one coroutine there and translates driver errors at that boundary.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -198,7 +200,10 @@ class SqlBackend(Backend):
                             await conn.execute(
                                 text(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"')
                             )
-                    await conn.run_sync(_migrate)
+                    # Alembic keeps its migration context in module globals: one at a time
+                    # per process, or concurrent opens would run each other's migrations.
+                    async with _migration_lock():
+                        await conn.run_sync(_migrate)
         except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError, TimeoutError) as exc:
             await engine.dispose()
             raise Unavailable(
@@ -557,6 +562,19 @@ async def _load_conversation(conn: AsyncConnection, conv: str) -> Conversation |
         members=frozenset(p.user_id for p in people),
         admins=frozenset(p.user_id for p in people if p.role == "admin"),
     )
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def _migrate(sync_conn: Any) -> None:
