@@ -1,6 +1,7 @@
 """Parley's storage layer: records, the shard ring, backend URLs and the per-shard backends.
 
-The storage actors (group commit, circuit breaker) are built on this API.
+One ``StorageShard`` actor per shard (group commit, read pool, bounded queue, circuit breaker)
+under a ``StorageSupervisor``; ``Storage`` is the facade the chat actors call.
 """
 
 from ._backend import Backend as Backend
@@ -22,10 +23,20 @@ from ._records import UserConversation as UserConversation
 from ._records import direct_key as direct_key
 from ._ring import DEFAULT_VNODES as DEFAULT_VNODES
 from ._ring import HashRing as HashRing
+from ._shard_actor import DEFAULT_MAX_BATCH as DEFAULT_MAX_BATCH
+from ._shard_actor import DEFAULT_MAX_QUEUE as DEFAULT_MAX_QUEUE
+from ._shard_actor import ShardOptions as ShardOptions
+from ._shard_actor import StorageShard as StorageShard
+from ._shard_actor import shard_name as shard_name
 from ._sharded import ShardedStorage as ShardedStorage
 from ._sharded import backend_from_url as backend_from_url
 from ._sharded import sqlite_shard_urls as sqlite_shard_urls
 from ._sql import SqlBackend as SqlBackend
+from ._storage import DEFAULT_STORAGE_TIMEOUT as DEFAULT_STORAGE_TIMEOUT
+from ._storage import SHARD_BACKOFF as SHARD_BACKOFF
+from ._storage import Storage as Storage
+from ._storage import StorageSupervisor as StorageSupervisor
+from ._storage import storage_child_spec as storage_child_spec
 from ._url import BackendUrl as BackendUrl
 from ._url import CassandraUrl as CassandraUrl
 from ._url import PostgresUrl as PostgresUrl
