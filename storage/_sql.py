@@ -14,7 +14,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Row, case, delete, event, func, select, text, tuple_, update
+from sqlalchemy import (
+    Row,
+    String,
+    and_,
+    bindparam,
+    case,
+    column,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+    values,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -33,6 +47,11 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Rows per IN (...) lookup, well under SQLite's and asyncpg's parameter limits.
 _CHUNK = 300
+_ADVANCE_LAST_SEQ = (
+    update(s.conversations)
+    .where(s.conversations.c.conv == bindparam("c"), s.conversations.c.last_seq < bindparam("s"))
+    .values(last_seq=bindparam("s"))
+)
 #: Seconds a shielded aclose() may spend disposing the pool.
 _CLOSE_DEADLINE = 5.0
 
@@ -240,42 +259,54 @@ class SqlBackend(Backend):
         return await self._call(self._append, list(batch))
 
     async def _append(self, batch: list[Message]) -> list[AppendResult]:
+        # Insert first (ON CONFLICT DO NOTHING), then look up only what was not inserted: a
+        # batch without resends costs one multi-row INSERT and one UPDATE executemany.
         first: dict[tuple[str, str, str], int] = {}
         for i, m in enumerate(batch):
             first.setdefault((m.conv, m.sender, m.cmid), i)
-        keys = list(first)
+        candidates = [batch[i] for i in first.values()]
         stored: dict[tuple[str, str, str], Message] = {}
         m_ = s.messages.c
         async with self._write() as conn:
-            for chunk in _chunks(keys):
+            stmt = self._insert(s.messages).on_conflict_do_nothing().returning(m_.id)
+            result = await conn.execute(stmt, [_message_row(m) for m in candidates])
+            inserted = {row[0] for row in result}
+            missing = [m for m in candidates if m.id not in inserted]
+            for chunk in _chunks([(m.conv, m.sender, m.cmid) for m in missing]):
+                # A join with a VALUES list, not a row-value IN: SQLite scans the whole table
+                # for the latter, but searches the unique index for the join.
+                keys = (
+                    values(column("c", String), column("s", String), column("x", String), name="k")
+                    .data(list(chunk))
+                    .cte("k")
+                )
                 rows = await conn.execute(
-                    select(s.messages).where(tuple_(m_.conv, m_.sender, m_.cmid).in_(chunk))
+                    select(s.messages).join(
+                        keys,
+                        and_(m_.conv == keys.c.c, m_.sender == keys.c.s, m_.cmid == keys.c.x),
+                    )
                 )
                 for row in rows:
                     stored[(row.conv, row.sender, row.cmid)] = _to_message(row)
-            fresh = [batch[i] for k, i in first.items() if k not in stored]
-            if fresh:
-                stmt = self._insert(s.messages).on_conflict_do_nothing().returning(m_.id)
-                result = await conn.execute(stmt, [_message_row(m) for m in fresh])
-                inserted = {row[0] for row in result}
-                if len(inserted) != len(fresh):
-                    lost = next(m for m in fresh if m.id not in inserted)
-                    holder = await conn.scalar(
-                        select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq)
-                    )
-                    if holder != lost.id:
-                        raise SeqConflict(lost.conv, lost.seq, holder)
-                    raise StorageError(f"message id {lost.id!r} is already used")
-                top: dict[str, int] = {}
-                for m in fresh:
+            for lost in missing:
+                if (lost.conv, lost.sender, lost.cmid) in stored:
+                    continue
+                holder = await conn.scalar(
+                    select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq)
+                )
+                if holder != lost.id:
+                    raise SeqConflict(lost.conv, lost.seq, holder)
+                raise StorageError(f"message id {lost.id!r} is already used")
+            top: dict[str, int] = {}
+            for m in candidates:
+                if m.id in inserted:
                     top[m.conv] = max(top.get(m.conv, 0), m.seq)
-                c_ = s.conversations.c
-                for conv, seq in top.items():
-                    await conn.execute(
-                        update(s.conversations)
-                        .where(c_.conv == conv, c_.last_seq < seq)
-                        .values(last_seq=seq)
-                    )
+            if top:
+                # One executemany for every conversation of the batch (a group commit spans
+                # many): one round trip instead of one per conversation.
+                await conn.execute(
+                    _ADVANCE_LAST_SEQ, [{"c": conv, "s": seq} for conv, seq in top.items()]
+                )
         out: list[AppendResult] = []
         for i, m in enumerate(batch):
             key = (m.conv, m.sender, m.cmid)
