@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import trio
 
+from actors import SpawnError
 from config import ConfigError, load_or_create_secret, load_settings
 
 from ._auth import DEFAULT_TOKEN_TTL_S, mint_token
+from ._logging import configure_logging
 from ._validate import ID_RE
 
 
@@ -64,3 +67,59 @@ def token(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(mint_token(secret, user, device, ttl_s=ttl))
+
+
+@main.command()
+@click.option("--host", metavar="H", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", metavar="P", type=click.IntRange(0, 65535), help="Port; 0 picks one.")
+@click.option(
+    "--data-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory: secret, SQLite database, node.json (default ./parley-data).",
+)
+@click.option("--storage", "storage_url", metavar="URL", help="Storage URL (default: SQLite).")
+@click.option("--shards", metavar="N", type=click.IntRange(min=1), help="Storage shards.")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML configuration file.",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    storage_url: str | None,
+    shards: int | None,
+    config_file: Path | None,
+) -> None:
+    """Run a chat node until SIGTERM or SIGINT, which drain it gracefully.
+
+    Settings come from defaults, --config, PARLEY_* environment variables and these flags, each
+    overriding the one before. Once listening, the node logs "listening on ws://HOST:PORT/ws" and
+    writes the same address to DATA/node.json.
+    """
+    from ._serve import serve as run_node
+
+    try:
+        settings = load_settings(
+            config_file,
+            overrides={
+                "server.host": host,
+                "server.port": port,
+                "server.data_dir": data_dir,
+                "storage.url": storage_url,
+                "storage.shards": shards,
+            },
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configure_logging(settings.server.log_format)
+    try:
+        trio.run(run_node, settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SpawnError as exc:
+        raise click.ClickException(f"the node failed to start: {exc.reason!r}") from exc

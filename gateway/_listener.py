@@ -1,0 +1,145 @@
+"""The listener: accepts WebSockets on the configured address and starts a connection actor for
+each, after checking the handshake (path, token, subprotocol, per-user connection limit) before
+the upgrade is accepted.
+
+It is a function actor whose task runs the server; each connection's handshake and its
+trio-websocket tasks live in the listener's nursery, so the sockets end with the listener.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import structlog
+import trio
+from trio_websocket import WebSocketRequest, WebSocketServer
+
+from actors import MAILBOX_OVERFLOW, Context
+from supervisors import StartChildError, start_child
+
+from ._auth import token_from_request, verify_token
+from ._codec import choose_subprotocol
+from ._errors import AuthError, RemoteProtocolError
+from ._frames import CloseCode
+from ._messages import StopAccepting
+from ._services import CONNECTIONS, LISTENER, Services
+
+log = structlog.get_logger("gateway")
+
+#: Where the node says where it listens, inside the data directory.
+NODE_FILE: Final = "node.json"
+#: Seconds a client has to finish the opening and closing handshakes.
+HANDSHAKE_TIMEOUT: Final = 10.0
+
+
+class _Gate:
+    """The handshake checks and the per-user connection counts."""
+
+    def __init__(self, ctx: Context, services: Services) -> None:
+        self.ctx = ctx
+        self.services = services
+        self.counts: dict[str, Counter[str]] = {}
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        services = self.services
+        settings = services.settings
+        if services.draining:
+            await request.reject(503, body=b"the node is shutting down")
+            return
+        target = urlsplit(request.path)
+        if target.path != settings.server.ws_path:
+            await request.reject(404, body=b"not found")
+            return
+        try:
+            token = token_from_request(request.headers, target.query)
+            if token is None:
+                raise AuthError("missing token")
+            identity = verify_token(services.secret, token)
+        except AuthError as exc:
+            await request.reject(401, body=exc.reason.encode())
+            return
+        try:
+            sub = choose_subprotocol(request.proposed_subprotocols)
+        except RemoteProtocolError as exc:
+            await request.reject(400, body=exc.reason.encode())
+            return
+        devices = self.counts.setdefault(identity.user, Counter())
+        others = sum(devices.values()) - devices[identity.device]  # the same device replaces
+        if others >= settings.limits.max_connections_per_user:
+            await request.reject(429, body=b"too many connections for this user")
+            if not devices:
+                del self.counts[identity.user]
+            return
+        ws = await request.accept(subprotocol=sub)
+        devices[identity.device] += 1
+        try:
+            sup = self.ctx.node.whereis(CONNECTIONS)
+            if sup is None:
+                await ws.aclose(CloseCode.SERVICE_RESTART, "restarting")
+                return
+            try:
+                ref = await start_child(sup, ws, identity, sub)
+            except StartChildError as exc:
+                log.error("connection_start_failed", error=repr(exc.reason))
+                await ws.aclose(CloseCode.INTERNAL_ERROR, "internal error")
+                return
+            reason = await self.ctx.node.wait_exit(ref)
+            if reason == MAILBOX_OVERFLOW:
+                await ws.aclose(CloseCode.SLOW_CONSUMER, "too far behind")
+        finally:
+            devices[identity.device] -= 1
+            if devices[identity.device] <= 0:
+                del devices[identity.device]
+            if not devices:
+                self.counts.pop(identity.user, None)
+
+
+def _announce(services: Services, host: str, port: int) -> None:
+    settings = services.settings.server
+    url = f"ws://{host}:{port}{settings.ws_path}"
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    info = {"pid": os.getpid(), "host": host, "port": port, "url": url}
+    temp = data_dir / f".{NODE_FILE}.{os.getpid()}"
+    temp.write_text(json.dumps(info) + "\n")
+    temp.replace(data_dir / NODE_FILE)
+    log.info(f"listening on {url}", url=url, host=host, port=port)
+
+
+async def listener_actor(ctx: Context, services: Services) -> None:
+    """Serve WebSockets until stopped; ``StopAccepting`` closes the listening sockets while
+    established connections carry on."""
+    ctx.register(LISTENER)
+    settings = services.settings
+    listeners = await trio.open_tcp_listeners(settings.server.port, host=settings.server.host)
+    gate = _Gate(ctx, services)
+    async with trio.open_nursery() as handlers:
+        server = WebSocketServer(
+            gate.handle,
+            listeners,
+            handler_nursery=handlers,
+            max_message_size=services.limits.max_frame,
+            connect_timeout=HANDSHAKE_TIMEOUT,
+            disconnect_timeout=HANDSHAKE_TIMEOUT,
+        )
+        sockname = listeners[0].socket.getsockname()
+        accepting = trio.CancelScope()
+
+        async def accept() -> None:
+            with accepting:
+                await server.run()
+
+        handlers.start_soon(accept)
+        _announce(services, sockname[0], sockname[1])
+        while True:
+            message = await ctx.receive()
+            if type(message) is StopAccepting:
+                accepting.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                log.info("stopped_accepting")

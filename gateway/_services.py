@@ -1,0 +1,111 @@
+"""What every actor of the node shares: settings, limits, the storage handle, and the names by
+which actors find each other (find-or-start through the node's registry)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from actors import CallError, NameTakenError, Node, NoProcError, Ref, is_clean_exit
+from config import Settings
+from supervisors import StartChildError, start_child
+
+from ._store import Store
+from ._validate import Limits
+
+#: Registered names of the node's fixed actors.
+PRESENCE: Final = "presence"
+CONVERSATIONS: Final = "conversations"
+SESSIONS: Final = "sessions"
+CONNECTIONS: Final = "connections"
+LISTENER: Final = "gateway.listener"
+STORAGE: Final = "storage.keeper"
+
+#: Seconds a client is told to wait before retrying when storage is down.
+RETRY_AFTER_S: Final = 1.0
+
+
+def conv_name(conv: str) -> str:
+    """The registered name of a conversation's actor."""
+    return f"conv:{conv}"
+
+
+def session_name(user: str) -> str:
+    """The registered name of a user's session actor."""
+    return f"session:{user}"
+
+
+def now_ms() -> int:
+    """The server clock for ``ts`` fields: integer milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Services:
+    """The node's shared, single-loop state, handed to every actor of the tree.
+
+    ``store`` is set by the storage keeper once the shards are open (and replaced when it
+    restarts); ``draining`` is set when a graceful shutdown begins.
+    """
+
+    settings: Settings
+    secret: bytes
+    limits: Limits = field(init=False)
+    store_slot: Store | None = None
+    draining: bool = False
+
+    def __post_init__(self) -> None:
+        lim = self.settings.limits
+        self.limits = Limits(
+            max_frame=lim.max_frame,
+            max_body=lim.max_body,
+            max_group=lim.max_group,
+            bad_frames=lim.bad_frames,
+        )
+
+    @property
+    def store(self) -> Store:
+        """The storage handle. Raises ``storage.Unavailable`` while the keeper is down."""
+        store = self.store_slot
+        if store is None:
+            from storage import Unavailable
+
+            raise Unavailable("storage is not running")
+        return store
+
+
+async def find_or_start(node: Node, supervisor: str, name: str, *args: Any) -> Ref:
+    """The live actor registered as ``name``, started under the dynamic supervisor registered as
+    ``supervisor`` (with ``args``) when there is none. The child registers ``name`` itself in its
+    ``init``, so two concurrent starters end with the same actor. Checkpoints.
+
+    Raises:
+        NoProcError: the supervisor is not running.
+        StartChildError: the child's init failed for another reason than a taken name.
+    """
+    for _ in range(8):
+        ref = node.whereis(name)
+        if ref is not None and ref.alive:
+            return ref
+        sup = node.whereis(supervisor)
+        if sup is None:
+            raise NoProcError(f"{supervisor} is not running")
+        try:
+            return await start_child(sup, *args)
+        except StartChildError as exc:
+            if not isinstance(exc.reason, NameTakenError):
+                raise
+    raise NoProcError(f"{name} could not be found or started")
+
+
+def gone(exc: BaseException) -> bool:
+    """Whether a failed call means the target stopped cleanly (passivated) and may be started
+    again: retry through :func:`find_or_start`."""
+    if isinstance(exc, NoProcError):
+        return True
+    return (
+        isinstance(exc, CallError)
+        and not isinstance(exc, TimeoutError)
+        and (is_clean_exit(exc.reason))
+    )
