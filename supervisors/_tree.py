@@ -9,7 +9,7 @@ with ``heapq.nlargest``, so the tree stays cheap with 100,000 children.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,21 +126,25 @@ def _describe(
     if not isinstance(behaviour, SupervisorBase) or not hasattr(behaviour, "flags"):
         return TreeNode(kind="worker", **common)
     records = behaviour.children_records()
+    child_count = len(records)
     strategy = (
         "simple_one_for_one"
         if isinstance(behaviour, DynamicSupervisor)
         else behaviour.flags.strategy.value
     )
     deeper = None if depth is None else depth - 1
-    summarised = isinstance(behaviour, DynamicSupervisor) and len(records) > SUMMARY_THRESHOLD
+    summarised = isinstance(behaviour, DynamicSupervisor) and child_count > SUMMARY_THRESHOLD
     by_status: dict[str, int] = {}
     if summarised:
-        lengths: list[tuple[int, int]] = []
-        for index, (_, child) in enumerate(records):
-            status, length = _child_load(node, child)
-            by_status[status] = by_status.get(status, 0) + 1
-            lengths.append((length, index))
-        records = [records[index] for _, index in heapq.nlargest(top, lengths)]
+
+        def loads() -> Iterator[tuple[int, int]]:
+            # One pass: count statuses, and feed nlargest lazily so only ``top`` entries live.
+            for index, (_, child) in enumerate(records):
+                status, length = _child_load(node, child)
+                by_status[status] = by_status.get(status, 0) + 1
+                yield length, index
+
+        records = [records[index] for _, index in heapq.nlargest(top, loads())]
     children: tuple[TreeNode, ...] = ()
     if depth is None or depth > 0:
         children = tuple(
@@ -149,7 +153,7 @@ def _describe(
     return TreeNode(
         kind="supervisor",
         strategy=strategy,
-        child_count=len(behaviour.children_records()) if summarised else len(records),
+        child_count=child_count,
         summarised=summarised,
         by_status=by_status,
         children=children,
