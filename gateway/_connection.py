@@ -285,7 +285,7 @@ class _Connection:
             reply = Error(
                 code=ErrorCode.UNAVAILABLE,
                 reason=f"storage unavailable: {exc}",
-                retry_after=RETRY_AFTER_S,
+                retry_after=exc.retry_after,
             )
         except StorageError as exc:
             self.log.error("storage_error", error=repr(exc))
@@ -473,7 +473,7 @@ class _Connection:
                 Error(
                     code=ErrorCode.UNAVAILABLE,
                     reason=f"sync incomplete, storage unavailable: {exc}",
-                    retry_after=RETRY_AFTER_S,
+                    retry_after=exc.retry_after,
                 )
             )
         await self._reply(Synced(convs=convs))

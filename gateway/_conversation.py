@@ -49,8 +49,8 @@ def _error(code: ErrorCode, reason: str, retry_after: float | None = None) -> Er
     return Error(code=code, reason=reason, retry_after=retry_after)
 
 
-def _unavailable(exc: BaseException) -> Error:
-    return _error(ErrorCode.UNAVAILABLE, f"storage unavailable: {exc}", RETRY_AFTER_S)
+def _unavailable(exc: Unavailable) -> Error:
+    return _error(ErrorCode.UNAVAILABLE, f"storage unavailable: {exc}", exc.retry_after)
 
 
 class ConversationActor(Actor):

@@ -9,9 +9,9 @@ from typing import Any, Final
 
 from actors import CallError, NameTakenError, Node, NoProcError, Ref, is_clean_exit
 from config import Settings
+from storage import Storage, Unavailable, sqlite_shard_urls
 from supervisors import StartChildError, start_child
 
-from ._store import Store
 from ._validate import Limits
 
 #: Registered names of the node's fixed actors.
@@ -20,7 +20,6 @@ CONVERSATIONS: Final = "conversations"
 SESSIONS: Final = "sessions"
 CONNECTIONS: Final = "connections"
 LISTENER: Final = "gateway.listener"
-STORAGE: Final = "storage.keeper"
 
 #: Seconds a client is told to wait before retrying when storage is down.
 RETRY_AFTER_S: Final = 1.0
@@ -45,14 +44,14 @@ def now_ms() -> int:
 class Services:
     """The node's shared, single-loop state, handed to every actor of the tree.
 
-    ``store`` is set by the storage keeper once the shards are open (and replaced when it
-    restarts); ``draining`` is set when a graceful shutdown begins.
+    ``store_slot`` is the storage facade, bound to the node by the root supervisor;
+    ``draining`` is set when a graceful shutdown begins.
     """
 
     settings: Settings
     secret: bytes
     limits: Limits = field(init=False)
-    store_slot: Store | None = None
+    store_slot: Storage | None = None
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -65,14 +64,21 @@ class Services:
         )
 
     @property
-    def store(self) -> Store:
-        """The storage handle. Raises ``storage.Unavailable`` while the keeper is down."""
+    def store(self) -> Storage:
+        """The storage facade (the ``Backend`` methods, served by the shard actors)."""
         store = self.store_slot
         if store is None:
-            from storage import Unavailable
-
             raise Unavailable("storage is not running")
         return store
+
+    def shard_urls(self) -> list[str]:
+        """One URL per storage shard. Several SQLite shards get a file each in the data
+        directory (one file shared by many writers would serialise them)."""
+        storage = self.settings.storage
+        urls = storage.shard_urls()
+        if storage.urls is None and storage.shards > 1 and storage.url.startswith("sqlite"):
+            return sqlite_shard_urls(self.settings.server.data_dir, storage.shards)
+        return list(urls)
 
 
 async def find_or_start(node: Node, supervisor: str, name: str, *args: Any) -> Ref:

@@ -1,7 +1,7 @@
 """The chat node's supervision tree (see DESIGN.md):
 
     root (one_for_one)
-    ├── storage (one_for_one, backoff) ─ the storage keeper
+    ├── storage (one_for_one, backoff) ─ one storage shard actor per shard
     ├── presence
     ├── conversations (dynamic) ─ one actor per active conversation (transient, passivated)
     ├── sessions (dynamic) ─ one actor per connected user (temporary)
@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from actors import Overflow
+from storage import Storage, storage_child_spec
 from supervisors import (
     BRUTAL_KILL,
-    Backoff,
     ChildSpec,
     DynamicSupervisor,
     Restart,
@@ -28,7 +28,6 @@ from supervisors import (
 
 from ._connection import CLOSE_TIMEOUT, connection_actor
 from ._conversation import ConversationActor
-from ._keeper import StorageKeeper
 from ._listener import listener_actor
 from ._presence import PresenceActor
 from ._services import CONNECTIONS, CONVERSATIONS, SESSIONS, Services
@@ -58,28 +57,29 @@ def _dynamic(name: str, flags: SupervisorFlags, spec: ChildSpec) -> ChildSpec:
     return ChildSpec(id=name, start=NamedDynamicSupervisor, args=(name, flags, spec))
 
 
+class NodeRoot(Supervisor):
+    """The root supervisor: binds the storage facade to its node, then starts the tree.
+
+    Start it with ``(services,)``.
+    """
+
+    def configure(self, *args: Any) -> tuple[SupervisorFlags, list[ChildSpec]]:
+        (services,) = args
+        services.store_slot = Storage(self.ctx.node, shards=services.settings.storage.shards)
+        return _children(services)
+
+
 def node_spec(services: Services) -> ChildSpec:
     """The root child spec of a node sharing ``services``."""
+    return ChildSpec(id="root", start=NodeRoot, args=(services,), shutdown=ROOT_SHUTDOWN)
+
+
+def _children(services: Services) -> tuple[SupervisorFlags, list[ChildSpec]]:
     # Per-entity children come and go by the thousand: their crashes should not take the
     # whole group down at OTP's default intensity (1 in 5 s).
     busy = SupervisorFlags(intensity=100, period=5.0)
     queue = services.settings.limits.outgoing_queue
-    storage = ChildSpec(
-        id="storage",
-        start=Supervisor,
-        args=(
-            SupervisorFlags(intensity=5, period=30.0),
-            [
-                ChildSpec(
-                    id="keeper",
-                    start=StorageKeeper,
-                    args=(services,),
-                    backoff=Backoff(min=0.2, max=10.0),
-                    shutdown=10.0,
-                )
-            ],
-        ),
-    )
+    storage = storage_child_spec(services.shard_urls())
     conversations = _dynamic(
         CONVERSATIONS,
         busy,
@@ -127,12 +127,5 @@ def node_spec(services: Services) -> ChildSpec:
         ),
     )
     presence = ChildSpec(id="presence", start=PresenceActor, args=(services,))
-    return ChildSpec(
-        id="root",
-        start=Supervisor,
-        args=(
-            SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=10.0),
-            [storage, presence, conversations, sessions, gateway],
-        ),
-        shutdown=ROOT_SHUTDOWN,
-    )
+    flags = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=10.0)
+    return flags, [storage, presence, conversations, sessions, gateway]
