@@ -253,12 +253,15 @@ class ConversationActor(Actor):
 
     # -- typing --
 
-    def handle_cast(self, message: Any) -> None:
+    async def handle_cast(self, message: Any) -> None:
         if type(message) is SetTyping:
             self._active_at = self.ctx.node.now()
-            meta = self._meta
+            try:
+                meta = await self._load()
+            except Unavailable:
+                return  # typing is best effort
             if meta is None or message.user not in meta.members:
-                return  # typing is best effort: an unloaded or foreign conversation drops it
+                return
             if message.state == "start":
                 self._stop_typing(message.user, relay=False)
                 self._timer_ids += 1
