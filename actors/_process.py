@@ -590,11 +590,20 @@ class Context:
         """Exit with ``reason`` after the current handler returns (``terminate`` runs first)."""
         if self._state >= _EXITING or self._exit_reason is not None:
             return
-        if self._kind != _CLASS or not self._has_task:
+        if self._kind != _CLASS:
             self._die(reason)  # a function actor has no handler to return from: exit now
             return
         self._exit_reason = reason
         self._terminate_pending = True
+        if self._state == _STARTING:
+            return  # called from init: spawn/start fail with this reason
+        if not self._has_task:
+            self._start_task()  # hibernated: terminate runs in a task
+            return
+        parked = self._parked
+        if parked is not None:  # stopped from outside while idle: wake it to exit
+            self._parked = None
+            parked.wake()
 
     def _receive_exit(self, sender: Context | None, reason: object, direct: bool) -> None:
         """Handle an exit signal (from ``exit`` when ``direct``, else from a link)."""
