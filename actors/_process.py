@@ -360,6 +360,13 @@ class Context:
                     self._terminate_pending = True
                     if self._state == _STARTING:
                         self._terminate_pending = False
+                    if self._init_waiter is None:  # else start() raises SpawnError instead
+                        log.error(
+                            "actor_crashed",
+                            actor=repr(self._ref),
+                            behaviour=self._behaviour_name(),
+                            exc_info=exc,
+                        )
                 return self._exit_reason
         return self._exit_reason  # our scope was cancelled by an exit signal
 
@@ -660,13 +667,6 @@ class Context:
             if isinstance(reason, BaseException):
                 error.__cause__ = reason
             waiter.throw(error)
-        if isinstance(reason, Exception) and not silent:
-            log.error(
-                "actor_crashed",
-                actor=repr(ref),
-                behaviour=self._behaviour_name(),
-                exc_info=reason,
-            )
         # Calls that will never be answered now.
         if self._current is not None:
             self._current._server_exited(reason)
