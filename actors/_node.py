@@ -185,15 +185,22 @@ class Node:
         if link and parent is not None:
             parent.link(ctx._ref)
         if ctx._kind == _CLASS and not behaviour._async_init:
+            failure: object = None
             try:
                 ctx._behaviour.init(*args)
             except Exception as exc:
-                ctx._init_waiter = None
-                ctx._links = None  # init failed: the actor never existed; no signals
-                if parent is not None and parent._links is not None:
-                    parent._links.discard(ctx)
-                ctx._finish(exc)
-                raise SpawnError(exc) from exc
+                failure = exc
+            else:
+                failure = ctx._exit_reason  # init called stop(reason): OTP's {stop, Reason}
+            if failure is not None:
+                # The caller gets SpawnError, not a signal: unlink it first. Actors that init
+                # itself linked (its children) get the exit signal as usual.
+                ctx._terminate_pending = False
+                if parent is not None:
+                    parent.unlink(ctx._ref)
+                ctx._finish(failure)
+                cause = failure if isinstance(failure, BaseException) else None
+                raise SpawnError(failure) from cause
             ctx._fn_args = ()
             ctx._state = _HIBERNATED  # no task until the first message arrives
             # A message init sent to itself has already started the task.

@@ -698,20 +698,21 @@ class Context:
                     target._monitored_by.pop(mref, None)
         self._monitors = None
         # Links and monitors on this actor, through the node's queue (no recursion).
+        # A failed start() tells its caller by SpawnError, not a signal; others still get one.
         propagated = KILLED if reason == KILL else reason
+        starter = self._parent if silent else None
         if self._links:
             for other in self._links:
                 if other._links is not None:
                     other._links.discard(self)
-                if not silent:
+                if other is not starter:
                     node._queue_exit(other, self, propagated)
         self._links = None
         if self._monitored_by:
             for mref, watcher in self._monitored_by.items():
                 if watcher._monitors is not None:
                     watcher._monitors.pop(mref, None)
-                if not silent:
-                    watcher._signal_down(Down(mref, ref, propagated))
+                watcher._signal_down(Down(mref, ref, propagated))
         self._monitored_by = None
         self._behaviour_name_cache()
         if self._exit_waiters is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 
 from actors import (
     Actor,
@@ -230,3 +231,62 @@ async def test_spawn_monitor_of_a_child_that_fails_in_init_sends_nothing() -> No
             assert inbox.info().monitors == ()
             with pytest.raises(TimeoutError):
                 await inbox.receive(lambda m: isinstance(m, Down), timeout=1)
+
+
+class SpawnsThenFails(Actor):
+    """init links children, then fails (raising, or stopping when ``how == "stop"``)."""
+
+    def init(self, children: list[Any], how: str) -> None:
+        children.append(self.ctx.spawn_link(Recorder))
+        children.append(self.ctx.spawn_link(Recorder))
+        children[-1].cast("has a task")
+        if how == "stop":
+            self.stop("no thanks")
+        else:
+            raise Boom(how)
+
+
+class AsyncSpawnsThenFails(Actor):
+    async def init(self, children: list[Any]) -> None:
+        children.append(self.ctx.spawn_link(Recorder))
+        await anyio.sleep(1)
+        raise Boom("async")
+
+
+async def test_children_linked_in_a_failing_init_get_the_exit_signal() -> None:
+    async with open_node() as node:
+        with node.inbox() as inbox:
+            children: list[Any] = []
+            with pytest.raises(SpawnError) as info:
+                inbox.spawn_link(SpawnsThenFails, children, "raise")
+            await settle()
+            assert [c.alive for c in children] == [False, False]
+            assert children[0]._ctx.exit_reason is info.value.reason
+            children.clear()
+            with pytest.raises(SpawnError):
+                await inbox.start_link(AsyncSpawnsThenFails, children)
+            await settle()
+            assert not children[0].alive
+            with pytest.raises(TimeoutError):
+                await inbox.receive(timeout=1)  # the caller itself got no signal
+
+
+async def test_stop_in_a_sync_init_fails_the_spawn_with_its_reason() -> None:
+    async with open_node() as node:
+        children: list[Any] = []
+        with pytest.raises(SpawnError) as info:
+            node.spawn(SpawnsThenFails, children, "stop")
+        assert info.value.reason == "no thanks"
+        await settle()
+        assert list(node.actors()) == []
+        assert node.statistics().actors == 0
+
+
+async def test_a_failed_init_is_not_logged_as_a_crash() -> None:
+    async with open_node() as node:
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(SpawnError):
+                node.spawn(FailingInit)
+            with pytest.raises(SpawnError):
+                await node.start(AsyncFailingInit)
+        assert [e for e in logs if e["event"] == "actor_crashed"] == []
