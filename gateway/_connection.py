@@ -91,10 +91,6 @@ CLOSE_TIMEOUT: Final = 5.0
 CALL_TIMEOUT: Final = 5.0
 
 
-class _Closed(Exception):
-    """The connection is closed: the actor's work is over."""
-
-
 async def connection_actor(
     ctx: Context, services: Services, ws: WebSocketConnection, identity: Identity, sub: str | None
 ) -> None:
@@ -126,20 +122,20 @@ class _Connection:
         self.cursors: dict[str, int] = {}
         self.bucket: TokenBucket | None = None
         self.session: Ref | None = None
+        self.closing = False
+        self.nursery: trio.Nursery | None = None
         self.log = log.bind(user=self.user, device=self.device)
 
     # -- life --
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             nursery.start_soon(self._writer)
-            try:
-                await self._open()
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._heartbeat)
-                await self._loop()
-            except _Closed:
-                pass
+            await self._open()
+            nursery.start_soon(self._reader)
+            nursery.start_soon(self._heartbeat)
+            await self._loop()
             nursery.cancel_scope.cancel()
 
     async def _open(self) -> None:
@@ -179,20 +175,22 @@ class _Connection:
             message = await ctx.receive()
             kind = type(message)
             if kind is Push:
-                self._push(message.event)
+                if not self.closing and not self._push(message.event):
+                    self._close(CloseCode.SLOW_CONSUMER, "outgoing queue full", flush=False)
             elif kind is Inbound:
                 self.inflight.release()
-                await self._on_frame(message.data)
+                if not self.closing:
+                    await self._on_frame(message.data)
             elif kind is ReaderDone:
                 return
             elif kind is CloseConnection:
-                await self._close(message.code, message.reason, flush=message.flush)
+                self._close(message.code, message.reason, flush=message.flush)
             elif kind is Exit:
                 if message.ref == ctx.parent or message.ref is None:
-                    await self._close(CloseCode.SERVICE_RESTART, "server restart", flush=True)
+                    self._close(CloseCode.SERVICE_RESTART, "server restart", flush=True)
             elif kind is Down:
                 if message.ref == self.session:
-                    await self._close(CloseCode.INTERNAL_ERROR, "session lost", flush=True)
+                    self._close(CloseCode.INTERNAL_ERROR, "session lost", flush=True)
             else:
                 self.log.warning("unexpected_message", message=repr(message)[:200])
 
@@ -216,6 +214,7 @@ class _Connection:
         except ConnectionClosed:
             pass
         finally:
+            self.out_recv.close()  # whoever waits for room learns the socket is gone
             self.writer_done.set()
 
     async def _heartbeat(self) -> None:
@@ -231,16 +230,27 @@ class _Connection:
         except ConnectionClosed:
             pass
 
-    async def _close(self, code: int, reason: str, *, flush: bool) -> None:
-        """Close the socket with ``code`` (after sending what is queued, with ``flush``)."""
+    def _close(self, code: int, reason: str, *, flush: bool) -> None:
+        """Begin closing the socket with ``code`` (after sending what is queued, with
+        ``flush``). The actor keeps taking (and dropping) messages meanwhile, so its mailbox
+        does not overflow while a slow client holds the close up; it ends when the close is
+        done or after ``CLOSE_TIMEOUT``."""
+        if self.closing:
+            return
+        self.closing = True
         self.proto.begin_close(code)
+        assert self.nursery is not None
+        self.nursery.start_soon(self._closer, code, reason, flush)
+
+    async def _closer(self, code: int, reason: str, flush: bool) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT):
             if flush:
                 self.out_send.close()
                 await self.writer_done.wait()
             await self.ws.aclose(code, reason)
         self.log.info("connection_closed", code=code, reason=reason)
-        raise _Closed
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
 
     # -- sending --
 
@@ -249,22 +259,21 @@ class _Connection:
             self.out_send.send_nowait(self.proto.send(event))
         except trio.WouldBlock:
             return False
-        except trio.ClosedResourceError:
-            pass  # closing: nothing more goes out
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # closing or closed: nothing more goes out
         return True
 
-    def _push(self, event: ServerEvent) -> None:
-        """A live push; a full outgoing queue means a slow consumer (4008)."""
+    def _push(self, event: ServerEvent) -> bool:
+        """Queue a live push; False when the outgoing queue is full (a slow consumer)."""
         if isinstance(event, Msg):
             if event.seq <= self.cursors.get(event.conv, 0):
-                return  # already sent by a sync
+                return True  # already sent by a sync
             self.cursors[event.conv] = event.seq
-        if not self._queue(event):
-            self.ctx.ref.send(CloseConnection(CloseCode.SLOW_CONSUMER, "outgoing queue full"))
+        return self._queue(event)
 
     async def _reply(self, event: ServerEvent) -> None:
         """A reply or a synced message: waits for room in the outgoing queue."""
-        with contextlib.suppress(trio.ClosedResourceError):
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             await self.out_send.send(self.proto.send(event))
 
     # -- client frames --
@@ -276,7 +285,7 @@ class _Connection:
             if exc.error is not None:
                 await self._reply(exc.error)
             if exc.close_code is not None:
-                await self._close(exc.close_code, exc.reason[:100], flush=True)
+                self._close(exc.close_code, exc.reason[:100], flush=True)
             return
         ref = getattr(event, "ref", None)
         try:

@@ -90,6 +90,7 @@ class _Gate:
                 return
             reason = await self.ctx.node.wait_exit(ref)
             if reason == MAILBOX_OVERFLOW:
+                log.info("connection_closed", user=identity.user, code=CloseCode.SLOW_CONSUMER)
                 await ws.aclose(CloseCode.SLOW_CONSUMER, "too far behind")
         finally:
             devices[identity.device] -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from typing import Literal
@@ -11,6 +12,8 @@ import structlog
 
 def configure_logging(fmt: Literal["console", "json"]) -> None:
     """Render every event as one line on stdout: readable (``console``) or JSON (``json``)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # a line per event, even into a file
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
