@@ -1,4 +1,4 @@
-"""Parley's chat node: the client protocol, tokens, and (later) the gateway actors."""
+"""Parley's chat node: the client protocol, tokens, and the node's actors and tree."""
 
 from ._auth import Identity as Identity
 from ._auth import mint_token as mint_token
@@ -59,4 +59,8 @@ from ._frames import TypingNotice as TypingNotice
 from ._frames import Welcome as Welcome
 from ._protocol import ClientConnection as ClientConnection
 from ._protocol import ConnectionState as ConnectionState
+from ._serve import serve as serve
+from ._services import Services as Services
+from ._tree import NodeRoot as NodeRoot
+from ._tree import node_spec as node_spec
 from ._validate import Limits as Limits
