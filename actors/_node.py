@@ -424,7 +424,7 @@ class Node:
         try:
             yield tracer.events()
         finally:
-            tracer.close()
+            tracer.release()
 
     # -- shutdown --
 

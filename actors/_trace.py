@@ -62,8 +62,14 @@ class Tracer:
             self._ctx._tracer = None
         self._send.close()
 
-    async def events(self) -> AsyncIterator[TraceEvent]:
-        """The traced messages, until the count is reached, the actor exits, or ``close``."""
-        async with self._receive:
-            async for event in self._receive:
-                yield event
+    def release(self) -> None:
+        """Stop tracing and drop the events nobody read (when the trace block is left)."""
+        self.close()
+        self._receive.close()
+
+    def events(self) -> AsyncIterator[TraceEvent]:
+        """The traced messages, until the count is reached, the actor exits, or ``close``.
+
+        The stream itself, not an async generator: a caller may stop iterating at any point
+        and leave nothing to finalise."""
+        return self._receive
