@@ -7,6 +7,7 @@ submits one coroutine there and translates driver errors at that boundary.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -55,6 +56,35 @@ _ADVANCE_LAST_SEQ = (
 #: Seconds a shielded aclose() may spend disposing the pool.
 _CLOSE_DEADLINE = 5.0
 
+_Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
+
+_MESSAGE_COLUMNS = "conv, seq, id, sender, cmid, kind, body, body_is_text, ts"
+_SQLITE_INSERT = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+_SQLITE_ADVANCE_LAST_SEQ = "UPDATE conversations SET last_seq = ? WHERE conv = ? AND last_seq < ?"
+_PG_INSERT = f"""\
+WITH ins AS (
+    INSERT INTO messages ({_MESSAGE_COLUMNS})
+    SELECT * FROM unnest(
+        $1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::bytea[], $8::boolean[], $9::bigint[]
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING id, conv, seq
+), top AS (
+    SELECT conv, max(seq) AS seq FROM ins GROUP BY conv
+), advanced AS (
+    UPDATE conversations SET last_seq = top.seq FROM top
+    WHERE conversations.conv = top.conv AND conversations.last_seq < top.seq
+)
+SELECT id FROM ins"""
+
+
+class _Shortfall(Exception):
+    """The fast path inserted fewer rows than it was given: roll back and take the exact one."""
+
 
 def _to_message(row: Row[Any]) -> Message:
     raw = bytes(row.body)
@@ -85,6 +115,57 @@ def _message_row(m: Message) -> dict[str, Any]:
         "body_is_text": is_text,
         "ts": m.ts,
     }
+
+
+def _message_tuple(m: Message) -> tuple[Any, ...]:
+    """The row in ``_MESSAGE_COLUMNS`` order, as the drivers bind it."""
+    is_text = isinstance(m.body, str)
+    body = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
+    return (m.conv, m.seq, m.id, m.sender, m.cmid, m.kind, body, is_text, m.ts)
+
+
+def _top_seqs(messages: Sequence[Message]) -> dict[str, int]:
+    top: dict[str, int] = {}
+    for m in messages:
+        if top.get(m.conv, 0) < m.seq:
+            top[m.conv] = m.seq
+    return top
+
+
+async def _find_stored(
+    conn: AsyncConnection, candidates: Sequence[Message], inserted: set[str]
+) -> dict[_Key, Message]:
+    """The stored messages for the candidates whose id is not in ``inserted``, by key.
+
+    Raises ``SeqConflict`` if one of them has no stored message under its key because a
+    different message holds its ``(conv, seq)``; ``StorageError`` if its id is taken.
+    """
+    m_ = s.messages.c
+    missing = [m for m in candidates if m.id not in inserted]
+    stored: dict[_Key, Message] = {}
+    for chunk in _chunks([(m.conv, m.sender, m.cmid) for m in missing]):
+        # A join with a VALUES list, not a row-value IN: SQLite scans the whole table for the
+        # latter, but searches the unique index for the join.
+        keys = (
+            values(column("c", String), column("s", String), column("x", String), name="k")
+            .data(list(chunk))
+            .cte("k")
+        )
+        rows = await conn.execute(
+            select(s.messages).join(
+                keys, and_(m_.conv == keys.c.c, m_.sender == keys.c.s, m_.cmid == keys.c.x)
+            )
+        )
+        for row in rows:
+            stored[(row.conv, row.sender, row.cmid)] = _to_message(row)
+    for lost in missing:
+        if (lost.conv, lost.sender, lost.cmid) in stored:
+            continue
+        holder = await conn.scalar(select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq))
+        if holder != lost.id:
+            raise SeqConflict(lost.conv, lost.seq, holder)
+        raise StorageError(f"message id {lost.id!r} is already used")
+    return stored
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
@@ -128,6 +209,11 @@ class SqlBackend(Backend):
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise Unavailable(f"{self.url.redacted()}: connection lost: {_short(exc)}") from exc
+            raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
+        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
+            # The fast append path runs statements on the driver's connection directly.
+            raise Unavailable(f"{self.url.redacted()}: {_short(exc)}") from exc
+        except sqlite3.Error as exc:
             raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
         except sa_exc.TimeoutError as exc:
             raise Unavailable(f"{self.url.redacted()}: no free connection: {exc}") from exc
@@ -259,54 +345,14 @@ class SqlBackend(Backend):
         return await self._call(self._append, list(batch))
 
     async def _append(self, batch: list[Message]) -> list[AppendResult]:
-        # Insert first (ON CONFLICT DO NOTHING), then look up only what was not inserted: a
-        # batch without resends costs one multi-row INSERT and one UPDATE executemany.
-        first: dict[tuple[str, str, str], int] = {}
+        first: dict[_Key, int] = {}
         for i, m in enumerate(batch):
             first.setdefault((m.conv, m.sender, m.cmid), i)
         candidates = [batch[i] for i in first.values()]
-        stored: dict[tuple[str, str, str], Message] = {}
-        m_ = s.messages.c
-        async with self._write() as conn:
-            stmt = self._insert(s.messages).on_conflict_do_nothing().returning(m_.id)
-            result = await conn.execute(stmt, [_message_row(m) for m in candidates])
-            inserted = {row[0] for row in result}
-            missing = [m for m in candidates if m.id not in inserted]
-            for chunk in _chunks([(m.conv, m.sender, m.cmid) for m in missing]):
-                # A join with a VALUES list, not a row-value IN: SQLite scans the whole table
-                # for the latter, but searches the unique index for the join.
-                keys = (
-                    values(column("c", String), column("s", String), column("x", String), name="k")
-                    .data(list(chunk))
-                    .cte("k")
-                )
-                rows = await conn.execute(
-                    select(s.messages).join(
-                        keys,
-                        and_(m_.conv == keys.c.c, m_.sender == keys.c.s, m_.cmid == keys.c.x),
-                    )
-                )
-                for row in rows:
-                    stored[(row.conv, row.sender, row.cmid)] = _to_message(row)
-            for lost in missing:
-                if (lost.conv, lost.sender, lost.cmid) in stored:
-                    continue
-                holder = await conn.scalar(
-                    select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq)
-                )
-                if holder != lost.id:
-                    raise SeqConflict(lost.conv, lost.seq, holder)
-                raise StorageError(f"message id {lost.id!r} is already used")
-            top: dict[str, int] = {}
-            for m in candidates:
-                if m.id in inserted:
-                    top[m.conv] = max(top.get(m.conv, 0), m.seq)
-            if top:
-                # One executemany for every conversation of the batch (a group commit spans
-                # many): one round trip instead of one per conversation.
-                await conn.execute(
-                    _ADVANCE_LAST_SEQ, [{"c": conv, "s": seq} for conv, seq in top.items()]
-                )
+        if self.name == "sqlite":
+            stored = await self._store_sqlite(candidates)
+        else:
+            stored = await self._store_postgres(candidates)
         out: list[AppendResult] = []
         for i, m in enumerate(batch):
             key = (m.conv, m.sender, m.cmid)
@@ -317,6 +363,55 @@ class SqlBackend(Backend):
             else:
                 out.append(AppendResult(m, duplicate=False))
         return out
+
+    async def _store_sqlite(self, candidates: list[Message]) -> dict[_Key, Message]:
+        """Insert ``candidates`` (distinct keys); return the already stored ones by key.
+
+        The fast path is two ``executemany`` calls on the driver's connection, one thread hop
+        each, with no per-row work in SQLAlchemy: the ``INSERT ... ON CONFLICT DO NOTHING``
+        (which ignores a row on any of the three unique keys) and the ``last_seq`` update. Its
+        change count says whether every row went in; if not (a resend, or a seq conflict), the
+        transaction is rolled back and redone by ``_store_exact``, which finds out which.
+        """
+        rows = [_message_tuple(m) for m in candidates]
+        advance = [(seq, conv, seq) for conv, seq in _top_seqs(candidates).items()]
+        try:
+            async with self._write() as conn:
+                db = (await conn.get_raw_connection()).driver_connection
+                assert db is not None
+                cursor = await db.executemany(_SQLITE_INSERT, rows)
+                if cursor.rowcount != len(rows):
+                    raise _Shortfall
+                await db.executemany(_SQLITE_ADVANCE_LAST_SEQ, advance)
+            return {}
+        except _Shortfall:
+            pass
+        async with self._write() as conn:
+            stmt = self._insert(s.messages).on_conflict_do_nothing().returning(s.messages.c.id)
+            result = await conn.execute(stmt, [_message_row(m) for m in candidates])
+            inserted = {row[0] for row in result}
+            stored = await _find_stored(conn, candidates, inserted)
+            top = _top_seqs([m for m in candidates if m.id in inserted])
+            if top:
+                await conn.execute(
+                    _ADVANCE_LAST_SEQ, [{"c": conv, "s": seq} for conv, seq in top.items()]
+                )
+            return stored
+
+    async def _store_postgres(self, candidates: list[Message]) -> dict[_Key, Message]:
+        """Insert ``candidates`` (distinct keys); return the already stored ones by key.
+
+        One statement per batch: the rows go as nine arrays through ``unnest``, and a
+        data-modifying CTE moves ``last_seq`` in the same round trip; ``RETURNING`` names the
+        rows inserted, and only the others are looked up.
+        """
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(9))
+        for m in candidates:
+            for column_, value in zip(columns, _message_tuple(m), strict=True):
+                column_.append(value)
+        async with self._write() as conn:
+            result = await conn.exec_driver_sql(_PG_INSERT, columns)
+            return await _find_stored(conn, candidates, {row[0] for row in result})
 
     async def messages_after(self, conv: str, after_seq: int, limit: int) -> list[Message]:
         async def go() -> list[Message]:

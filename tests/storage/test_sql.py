@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,10 @@ import trio
 from sqlalchemy import text
 
 from storage import (
+    Conversation,
     Message,
     SchemaMismatch,
+    SeqConflict,
     SqlBackend,
     StorageError,
     Unavailable,
@@ -155,6 +157,134 @@ async def test_sqlite_uses_wal_and_the_configured_synchronous(tmp_path: Path) ->
             assert await backend._bridge.run(pragmas, backend) == ("wal", expected)
         finally:
             await backend.aclose()
+
+
+# -- the append paths ------------------------------------------------------------------------
+# A batch whose rows all go in takes the driver-level fast path; one with a resend or a seq
+# conflict is found out by its change count (SQLite) or RETURNING (PostgreSQL) and resolved
+# exactly. These check both, on batches larger than one lookup chunk, against the tables.
+
+
+@pytest.fixture
+async def sql(url: str) -> AsyncIterator[SqlBackend]:
+    backend = open_sql(url)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+async def stored_last_seq(backend: SqlBackend, conv: str) -> int:
+    """``conversations.last_seq`` as stored (``get_conversation`` also reads the messages)."""
+
+    async def go() -> int:
+        assert backend._engine is not None
+        async with backend._engine.connect() as conn:
+            value = await conn.scalar(
+                text("SELECT last_seq FROM conversations WHERE conv = :c"), {"c": conv}
+            )
+            return int(value)
+
+    return await backend._bridge.run(go)
+
+
+def new(conv: str, seq: int, cmid: str | None = None) -> Message:
+    cmid = cmid or f"m{seq}"
+    return Message(conv, seq, f"{conv}-{seq}-{cmid}", "alice", cmid, "text", f"body {seq}", seq)
+
+
+async def make_conversation(backend: SqlBackend, conv: str) -> None:
+    await backend.create_conversation(Conversation(conv, "group", "t", 1, members=frozenset("ab")))
+
+
+async def test_big_batch_of_new_duplicates_and_in_batch_duplicates(
+    sql: SqlBackend, n: Callable[[str], str]
+) -> None:
+    a, b = n("a"), n("b")
+    await make_conversation(sql, a)
+    await make_conversation(sql, b)
+    first = [new(a, s) for s in range(1, 401)]
+    results = await sql.append_messages(first)  # all new: the fast path
+    assert not any(r.duplicate for r in results)
+    assert await stored_last_seq(sql, a) == 400
+    # 350 resends (more than one lookup chunk), 100 new, an in-batch resend, a second conversation
+    resends = [
+        Message(a, 1000 + s, f"re-{s}", "alice", f"m{s}", "text", "x", 0) for s in range(1, 351)
+    ]
+    fresh = [new(a, s) for s in range(401, 501)]
+    again = Message(a, 999, "again", "alice", "m450", "text", "x", 0)
+    other = [new(b, s) for s in range(1, 51)]
+    batch = [*fresh[:50], *resends, again, *other, *fresh[50:]]
+    results = await sql.append_messages(batch)
+    assert [r.duplicate for r in results] == (
+        [False] * 50 + [True] * 350 + [True] + [False] * 50 + [False] * 50
+    )
+    assert [r.message for r in results] == [
+        *fresh[:50],
+        *first[:350],
+        fresh[49],
+        *other,
+        *fresh[50:],
+    ]
+    assert await sql.messages_after(a, 0, 1000) == first + fresh
+    assert await sql.messages_after(b, 0, 1000) == other
+    assert (await stored_last_seq(sql, a), await stored_last_seq(sql, b)) == (500, 50)
+
+
+async def test_seq_conflict_in_a_batch_of_new_messages(
+    sql: SqlBackend, n: Callable[[str], str]
+) -> None:
+    conv, other = n("c"), n("o")
+    await make_conversation(sql, conv)
+    await make_conversation(sql, other)
+    stored = [new(conv, s) for s in (1, 2, 3)]
+    await sql.append_messages(stored)
+    clash = new(conv, 2, cmid="clash")
+    batch = [*(new(other, s) for s in range(1, 6)), new(conv, 4), clash, new(conv, 5)]
+    with pytest.raises(SeqConflict) as info:
+        await sql.append_messages(batch)
+    assert (info.value.conv, info.value.seq, info.value.existing_id) == (conv, 2, stored[1].id)
+    # Nothing of the batch is kept, and last_seq (moved in the same statement on PostgreSQL)
+    # is rolled back with it.
+    assert await sql.messages_after(conv, 0, 10) == stored
+    assert await sql.messages_after(other, 0, 10) == []
+    assert (await stored_last_seq(sql, conv), await stored_last_seq(sql, other)) == (3, 0)
+
+
+async def test_identical_resend_is_a_duplicate(sql: SqlBackend, n: Callable[[str], str]) -> None:
+    conv = n("c")
+    stored = [new(conv, s) for s in (1, 2)]
+    await sql.append_messages(stored)
+    results = await sql.append_messages([*stored, new(conv, 3)])
+    assert [(r.message, r.duplicate) for r in results] == [
+        (stored[0], True),
+        (stored[1], True),
+        (new(conv, 3), False),
+    ]
+
+
+async def test_last_seq_moves_only_forward(sql: SqlBackend, n: Callable[[str], str]) -> None:
+    conv = n("c")
+    await make_conversation(sql, conv)
+    await sql.append_messages([new(conv, 5)])
+    await sql.append_messages([new(conv, 3), new(conv, 4)])
+    assert await stored_last_seq(sql, conv) == 5
+    # Messages of a conversation without a conversations row are stored all the same.
+    loose = n("loose")
+    await sql.append_messages([new(loose, 1)])
+    assert await sql.last_seq(loose) == 1
+
+
+async def test_a_row_the_database_rejects_is_a_storage_error(
+    sql: SqlBackend, n: Callable[[str], str]
+) -> None:
+    conv = n("c")
+    bad = Message(conv, 2, f"{conv}-2", "alice", "m2", None, "x", 2)  # type: ignore[arg-type]
+    with pytest.raises(StorageError) as info:
+        await sql.append_messages([new(conv, 1), bad])
+    assert not isinstance(info.value, Unavailable)
+    assert await sql.messages_after(conv, 0, 10) == []
 
 
 # -- durability ----------------------------------------------------------------------------
