@@ -560,9 +560,9 @@ class Client:
                 started = True
                 task_status.started(conn)
                 await self._reader(conn)
-                with trio.CancelScope(shield=True), trio.move_on_after(self._close_timeout):
-                    await ws.aclose()
-                ws_nursery.cancel_scope.cancel()
+                # Let trio-websocket finish the closing handshake (its reader task ends when the
+                # server closes TCP), but no longer than close_timeout.
+                ws_nursery.cancel_scope.deadline = trio.current_time() + self._close_timeout
         except BaseException as exc:
             error = _main_error(exc)
             if isinstance(error, trio.Cancelled | KeyboardInterrupt):

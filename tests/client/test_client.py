@@ -600,7 +600,9 @@ async def test_close_codes_are_surfaced(code: int, reason: str) -> None:
 async def test_aclose_closes_with_the_code_and_ends_events() -> None:
     async with serve_peer() as server, open_client(server.url, token("alice")) as client:
         peer = await server.accept()
+        start = trio.current_time()
         await client.aclose(4000, "bye")
+        assert trio.current_time() == start  # the closing handshake, not close_timeout
         await client.aclose()  # idempotent
         assert client.closed == Closed(4000, "bye")
         assert await next_event(client.events) == Closed(4000, "bye")
@@ -631,7 +633,9 @@ async def test_reconnect_resumes_and_drops_what_was_already_delivered() -> None:
             await first.close(1012, "restarting")
         assert await next_event(client.events) == Closed(1012, "restarting")
 
+        start = trio.current_time()
         welcome = await client.reconnect()
+        assert trio.current_time() == start
         assert welcome.user == "alice"
         assert client.closed is None
         second = await server.accept()
