@@ -116,6 +116,7 @@ class Actor:
     _async_cast: ClassVar[bool] = False
     _async_info: ClassVar[bool] = False
     _async_terminate: ClassVar[bool] = False
+    _needs_cancel_scope: ClassVar[bool] = False  # some handler awaits: kills must cancel it
 
     ctx: Context
 
@@ -126,6 +127,7 @@ class Actor:
         cls._async_cast = inspect.iscoroutinefunction(cls.handle_cast)
         cls._async_info = inspect.iscoroutinefunction(cls.handle_info)
         cls._async_terminate = inspect.iscoroutinefunction(cls.terminate)
+        cls._needs_cancel_scope = cls._async_call or cls._async_cast or cls._async_info
 
     def init(self, *args: Any) -> Awaitable[None] | None:
         """Set up the actor's state from the spawn arguments."""

@@ -9,12 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-import anyio
-import anyio.abc
-
 from ._actor import Actor
 from ._errors import NameTakenError, NodeClosedError, NoProcError, SpawnError
-from ._lowlevel import Backend, current_backend
+from ._lowlevel import Backend, TaskHost, current_backend
 from ._process import _CLASS, _EXITING, _FUNCTION, _HIBERNATED, _INBOX, _STARTING, Context
 from ._ref import INFO, Ref
 from ._timers import Timer, TimerService
@@ -41,7 +38,7 @@ class Node:
     def __init__(
         self,
         backend: Backend,
-        task_group: anyio.abc.TaskGroup,
+        task_host: TaskHost,
         *,
         name: str,
         mailbox_size: int,
@@ -49,7 +46,7 @@ class Node:
     ) -> None:
         self.name = name
         self._backend = backend
-        self._task_group = task_group
+        self._task_host = task_host
         self._timers = TimerService(backend)
         self._procs: dict[int, Context] = {}
         self._names: dict[str, Context] = {}
@@ -455,14 +452,14 @@ async def open_node(
     if mailbox_size < 1:
         raise ValueError(f"mailbox_size must be >= 1, got {mailbox_size}")
     backend = current_backend()
-    async with anyio.create_task_group() as task_group:
-        node = Node(backend, task_group, name=name, mailbox_size=mailbox_size, overflow=overflow)
-        task_group.start_soon(node._timers.run, name=f"node {name} timers")
+    async with backend.open_task_host() as host:
+        node = Node(backend, host, name=name, mailbox_size=mailbox_size, overflow=overflow)
+        host.start(node._timers.run, name=f"node {name} timers")
         try:
             yield node
         finally:
             node._kill_all(SHUTDOWN)
-            task_group.cancel_scope.cancel()
+            host.cancel()
 
 
 __all__ = ["DEFAULT_MAILBOX_SIZE", "Node", "open_node"]

@@ -19,8 +19,9 @@ import structlog
 
 from ._actor import NOREPLY, Actor, From
 from ._errors import CallError, NoProcError, ReceiveTimeoutError, SpawnError
-from ._lowlevel import Waiter
+from ._lowlevel import CancelScope, Waiter
 from ._ref import CALL, CAST, INFO, Ref
+from ._timers import Timer
 from ._types import (
     KILL,
     KILLED,
@@ -148,7 +149,7 @@ class Context:
         self._name: str | None = None
         self._state = _STARTING
         self._has_task = False
-        self._scope: anyio.CancelScope | None = None
+        self._scope: CancelScope | None = None
         self._mailbox: deque[tuple[Any, ...]] | None = None
         self._signals: deque[Any] | None = None
         self._capacity = capacity
@@ -308,14 +309,30 @@ class Context:
         self._has_task = True
         if self._mailbox is None:
             self._mailbox = deque()
-        self._node._task_group.start_soon(self._run, name=self._task_name())
+        self._node._task_host.start(self._run, self._task_name())
 
     def _task_name(self) -> str:
-        return f"actor #{self._ref.pid} {self._name or self._behaviour_name()}"
+        # The behaviour's (shared) name, not a per-actor string: a million tasks each keep one.
+        return self._name or self._behaviour_name()
 
     async def _run(self) -> None:
         try:
-            reason = await self._run_scoped()
+            if (
+                self._kind == _CLASS
+                and self._state != _STARTING
+                and self._exit_reason is None
+                and not self._behaviour._needs_cancel_scope
+            ):
+                # Only sync handlers: the task can be interrupted only where it parks, and an
+                # exit signal wakes the park, so it needs no cancel scope (~900 bytes) and no
+                # extra frame while it idles.
+                self._state = _RUNNING
+                try:
+                    reason = await self._loop()
+                except Exception as exc:
+                    reason = self._crashed(exc)
+            else:
+                reason = await self._run_scoped()
         except BaseException:
             # Cancelled from outside (the node is closing) or a BaseException escaped a handler.
             self._has_task = False
@@ -338,7 +355,7 @@ class Context:
     async def _run_scoped(self) -> object:
         if self._exit_reason is not None:  # killed between start_soon and now
             return self._exit_reason
-        with anyio.CancelScope() as scope:
+        with self._node._backend.cancel_scope() as scope:
             self._scope = scope
             try:
                 if self._state == _STARTING:
@@ -355,20 +372,21 @@ class Context:
                 self._state = _RUNNING
                 return await self._loop()
             except Exception as exc:
-                if self._exit_reason is None:  # a crash, not an exit signal
-                    self._exit_reason = exc
-                    self._terminate_pending = True
-                    if self._state == _STARTING:
-                        self._terminate_pending = False
-                    if self._init_waiter is None:  # else start() raises SpawnError instead
-                        log.error(
-                            "actor_crashed",
-                            actor=repr(self._ref),
-                            behaviour=self._behaviour_name(),
-                            exc_info=exc,
-                        )
-                return self._exit_reason
+                return self._crashed(exc)
         return self._exit_reason  # our scope was cancelled by an exit signal
+
+    def _crashed(self, exc: Exception) -> object:
+        if self._exit_reason is None:  # a crash, not an exit signal
+            self._exit_reason = exc
+            self._terminate_pending = self._state != _STARTING
+            if self._init_waiter is None:  # else start() raises SpawnError instead
+                log.error(
+                    "actor_crashed",
+                    actor=repr(self._ref),
+                    behaviour=self._behaviour_name(),
+                    exc_info=exc,
+                )
+        return self._exit_reason
 
     async def _init_async(self) -> None:
         actor: Actor = self._behaviour
@@ -457,10 +475,17 @@ class Context:
                         self._wake_room_waiters()
                     await checkpoint()
             else:
+                if not mailbox:
+                    self._mailbox = None  # an empty deque is ~600 bytes: idle actors keep none
                 if self._room_waiters:
                     self._wake_room_waiters()
                 budget = BUDGET
-                if await self._park() is _HIBERNATE and not self._signals and not self._mailbox:
+                waiter, timer = self._begin_park()
+                try:
+                    woke = await waiter.wait()
+                finally:
+                    self._end_park(timer)
+                if woke is _HIBERNATE and not self._signals and not self._mailbox:
                     return _HIBERNATE
 
     async def _handle_signals(self) -> object:
@@ -483,7 +508,9 @@ class Context:
                 return self._exit_reason
         return _NOTHING
 
-    async def _park(self) -> object:
+    def _begin_park(self) -> tuple[Waiter, Timer | None]:
+        # Parking is inlined in _loop (set up here, awaited there, undone in _end_park): every
+        # coroutine frame in a parked actor's await chain costs memory while it idles.
         node = self._node
         waiter = self._parked = node._backend.new_waiter()
         self._state = _WAITING
@@ -493,13 +520,13 @@ class Context:
                 node._backend.now() + self._hibernate_after,
                 functools.partial(waiter.wake, _HIBERNATE),
             )
-        try:
-            return await waiter.wait()
-        finally:
-            self._parked = None
-            self._state = _RUNNING
-            if timer is not None:
-                timer.cancel()
+        return waiter, timer
+
+    def _end_park(self, timer: Timer | None) -> None:
+        self._parked = None
+        self._state = _RUNNING
+        if timer is not None:
+            timer.cancel()
 
     # -- selective receive (function actors and inboxes) --
 
