@@ -2,11 +2,15 @@
 inserts done directly with each driver, per backend (SQLite, PostgreSQL, Cassandra).
 
     python tests/bench/bench_storage.py [--json] [--quick] [--backends sqlite,postgresql,cassandra]
-                                        [--convs N] [--seconds S]
+                                        [--convs N] [--seconds S] [--shards N]
 
 * ``msgs_per_s``: ``--convs`` conversations (default 1,000), one writer each (as the
   conversation actor), appending one 200-byte message per call through ``Storage`` to one shard
-  actor (group commit, batches of up to 500), for a fixed number of messages.
+  actor (group commit, batches of up to 500), for a fixed number of messages. ``--shards N``
+  spreads the conversations over N shard actors instead (SQLite: one file each; PostgreSQL: one
+  schema each; Cassandra: one keyspace each), all in this one process.
+* ``txn_p50_ms``: the shard's own view of a group-commit transaction (the backend call only,
+  without queueing); with ``--shards`` the median over shards.
 * ``commit_p50_ms`` / ``commit_p99_ms``: the same writers paced at half that rate for
   ``--seconds``: the time from ``append_messages`` to its reply (queueing + commit).
 * ``raw_msgs_per_s``: the same rows written directly with the driver, batched as well as it can
@@ -61,10 +65,13 @@ def message(run: str, conv: int, seq: int) -> Message:
 # -- through the storage actors ----------------------------------------------------------------
 
 
-async def through_actors(url: str, convs: int, per_conv: int, seconds: float) -> dict[str, Any]:
+async def through_actors(
+    urls: list[str], convs: int, per_conv: int, seconds: float
+) -> dict[str, Any]:
     async with open_node() as node:
-        await node.start(StorageShard, 0, url, ShardOptions(max_queue=100_000))
-        storage = Storage(node, shards=1)
+        for index, url in enumerate(urls):
+            await node.start(StorageShard, index, url, ShardOptions(max_queue=100_000))
+        storage = Storage(node, shards=len(urls))
         run = secrets.token_hex(3)
         next_seq = [1] * convs
 
@@ -84,8 +91,11 @@ async def through_actors(url: str, convs: int, per_conv: int, seconds: float) ->
                 nursery.start_soon(writer, conv, per_conv)
         elapsed = time.perf_counter() - start
         rate = convs * per_conv / elapsed
-        status = dict(node.context(shard_name(0)).info().summary or {})
-        mean_batch = status.get("mean_batch")
+        statuses = [
+            dict(node.context(shard_name(i)).info().summary or {}) for i in range(len(urls))
+        ]
+        mean_batch = round(sum(s["mean_batch"] for s in statuses) / len(statuses), 1)
+        txn_p50_ms = sorted(s["commit_p50_ms"] for s in statuses)[len(statuses) // 2]
 
         # paced at half the rate: each writer sends every convs / (rate / 2) seconds
         latencies: list[float] = []
@@ -110,6 +120,7 @@ async def through_actors(url: str, convs: int, per_conv: int, seconds: float) ->
         return {
             "msgs_per_s": round(rate),
             "mean_batch": mean_batch,
+            "txn_p50_ms": txn_p50_ms,
             "commit_p50_ms": round(percentile(latencies, 50) * 1000, 2),
             "commit_p99_ms": round(percentile(latencies, 99) * 1000, 2),
             "paced_msgs_per_s": round(len(latencies) / seconds),
@@ -229,6 +240,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql,cassandra")
     parser.add_argument("--convs", type=int, default=None, help="conversations (1000)")
     parser.add_argument("--seconds", type=float, default=None, help="paced run length (3)")
+    parser.add_argument("--shards", type=int, default=1, help="shard actors (1)")
     args = parser.parse_args()
     quick = args.quick
     convs = args.convs or (100 if quick else 1000)
@@ -238,13 +250,16 @@ def main() -> None:
     for kind in args.backends.split(","):
         per_conv = {"sqlite": 20, "postgresql": 20, "cassandra": 5}[kind] // (4 if quick else 1)
         name = f"b_{secrets.token_hex(4)}"
+        names = [name] + [f"{name}_{i}" for i in range(1, args.shards)]
         if kind == "sqlite":
-            url = f"sqlite+aiosqlite:///{tmp}/actors.db"
+            urls = [f"sqlite+aiosqlite:///{tmp}/actors{i}.db" for i in range(args.shards)]
             raw_url = f"sqlite+aiosqlite:///{tmp}/raw.db"
         elif kind == "postgresql":
-            url = raw_url = f"{POSTGRES}?schema={name}"
+            urls = [f"{POSTGRES}?schema={n}" for n in names]
+            raw_url = urls[0]
         else:
-            url = raw_url = f"cassandra://{CASSANDRA}/{name}?protocol_version=3"
+            urls = [f"cassandra://{CASSANDRA}/{n}?protocol_version=3" for n in names]
+            raw_url = urls[0]
         try:
             prepared = backend_from_url(raw_url)
             trio.run(prepared.open)
@@ -252,8 +267,8 @@ def main() -> None:
         except StorageError as exc:
             note(f"{kind}: skipped ({exc})")
             continue
-        note(f"{kind}: {convs} conversations x {per_conv} messages ...")
-        row = trio.run(through_actors, url, convs, per_conv, seconds)
+        note(f"{kind}: {convs} conversations x {per_conv} messages, {args.shards} shard(s) ...")
+        row = trio.run(through_actors, urls, convs, per_conv, seconds)
         if kind == "sqlite":
             raw = raw_sqlite(f"{tmp}/raw.db", convs, per_conv)
         elif kind == "postgresql":
@@ -269,9 +284,10 @@ def main() -> None:
             and row["commit_p99_ms"] <= target.get("p99", math.inf)
         )
         results[kind] = row
-        cleanup(kind, name)
+        for n in names:
+            cleanup(kind, n)
     print_table(
-        "Storage actors: group commit vs the raw driver (one shard)",
+        f"Storage actors: group commit vs the raw driver ({args.shards} shard(s))",
         [{"backend": k, **v} for k, v in results.items()],
     )
     if args.json:
