@@ -123,3 +123,56 @@ def serve(
         raise click.ClickException(str(exc)) from exc
     except SpawnError as exc:
         raise click.ClickException(f"the node failed to start: {exc.reason!r}") from exc
+
+
+@main.command()
+@click.argument("user", callback=_identifier)
+@click.option("--device", metavar="D", callback=_identifier, help="Device id (default: default).")
+@click.option(
+    "--url",
+    metavar="URL",
+    help="The node's WebSocket URL (default: the running node of the data directory, "
+    "else ws://127.0.0.1:8765/ws).",
+)
+@click.option(
+    "--data-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's data directory, for its secret and address (default ./parley-data).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The node's TOML configuration file.",
+)
+@click.option("--token", "given_token", metavar="T", help="Use this token instead of minting one.")
+def chat(
+    user: str,
+    device: str | None,
+    url: str | None,
+    data_dir: Path | None,
+    config_file: Path | None,
+    given_token: str | None,
+) -> None:
+    """Chat as USER in this terminal: type to send, /help for commands.
+
+    The token is minted with the secret of the node using this data directory (as `parley
+    token` does) unless --token is given.
+    """
+    from ._client_chat import node_url, run_chat
+
+    if data_dir is not None and config_file is not None:
+        raise click.UsageError("give --data-dir or --config, not both")
+    try:
+        settings = load_settings(config_file, overrides={"server.data_dir": data_dir})
+        if given_token is None:
+            secret = load_or_create_secret(settings.server.data_dir)
+            given_token = mint_token(secret, user, device)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    server = settings.server
+    if url is None:
+        url = node_url(Path(server.data_dir), server.host, server.port, server.ws_path)
+    raise SystemExit(trio.run(run_chat, url, given_token))
