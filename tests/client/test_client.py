@@ -80,7 +80,7 @@ def ack_for(request: ClientEvent, seq: int = 1) -> Ack:
 
 def ref_of(request: ClientEvent) -> str | int:
     ref = getattr(request, "ref", None)
-    assert ref is not None
+    assert isinstance(ref, str | int)
     return ref
 
 
