@@ -272,6 +272,9 @@ async def _receive(session: ChatSession, done: trio.CancelScope) -> None:
             session.note("reconnected", "green")
             continue
         session.show(event)
+        if isinstance(event, Msg) and session.current is None and event.from_user != client.user:
+            session.current = event.conv  # so a reply can just be typed
+            session.note(f"now in {session.label(event.conv)}; type to reply", "green")
         if isinstance(event, Msg):  # own messages too: the next connect skips them
             status = "read" if event.conv == session.current else "delivered"
             with suppress(ConnectionClosedError):  # the Closed event follows

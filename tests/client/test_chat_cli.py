@@ -91,7 +91,8 @@ def test_two_users_chat_through_two_processes(node: NodeProcess) -> None:
         a.type(f"/to {bob}", "hello from alice")
         a.wait_for(f"now in @{bob}")
         assert f"{alice}: hello from alice" in b.wait_for("hello from alice")
-        b.type(f"/to {alice}", "hi alice")
+        b.wait_for(f"now in @{alice}; type to reply")
+        b.type("hi alice")  # no /to needed: the first incoming message picks the conversation
         assert f"{bob}: hi alice" in a.wait_for("hi alice")
         b.type("/history 5")
         b.wait_for("me: hi alice")
