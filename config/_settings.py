@@ -127,6 +127,11 @@ class LimitsSettings(_Section):
     sync_limit: Int = Field(default=1000, gt=0)
     #: Bad frames in a row that close the connection with 1008.
     bad_frames: Int = Field(default=10, gt=0)
+    #: Seconds without a request before a conversation's actor stops (it is started again,
+    #: from storage, on the next request).
+    conversation_idle: Float = Field(default=60.0, gt=0)
+    #: Seconds a ``typing start`` lasts unless renewed.
+    typing_timeout: Float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _body_fits_in_a_frame(self) -> LimitsSettings:

@@ -3,8 +3,9 @@
 It checks membership, deduplicates by (sender, cmid), assigns the next ``seq`` (resumed from
 storage after a restart or passivation), commits each message before acking it, and fans it out
 to the members' sessions. One message is committed at a time (a batch of one), so a duplicate or
-a failed commit never consumes a seq: seqs stay gapless. Idle for ``PASSIVATE_AFTER`` seconds, it
-stops ``normal`` and is started again on demand (a transient child of ``conversations``).
+a failed commit never consumes a seq: seqs stay gapless. Idle for ``limits.conversation_idle``
+seconds, it stops ``normal`` and is started again on demand (a transient child of
+``conversations``); a ``typing start`` ends after ``limits.typing_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ from ._services import RETRY_AFTER_S, Services, conv_name, now_ms
 
 log = structlog.get_logger("gateway")
 
-#: Seconds without a request before the actor stops (passivation).
-PASSIVATE_AFTER: Final = 60.0
-#: Seconds a ``typing start`` lasts unless renewed.
-TYPING_EXPIRY: Final = 10.0
 #: Recent (sender, cmid) → message kept in memory to answer resends without a write.
 DEDUPE_CACHE: Final = 1024
 
@@ -65,6 +62,7 @@ class ConversationActor(Actor):
     _recent: OrderedDict[tuple[str, str], Message]
     _typing: dict[str, tuple[int, Timer]]
     _active_at: float
+    _idle_after: float
     _timer_ids: int
 
     def init(self, services: Services, conv: str) -> None:
@@ -78,7 +76,8 @@ class ConversationActor(Actor):
         self._typing = {}
         self._timer_ids = 0
         self._active_at = self.ctx.node.now()
-        self.ctx.send_after(PASSIVATE_AFTER, self.ref, _Idle(self._active_at))
+        self._idle_after = services.settings.limits.conversation_idle
+        self.ctx.send_after(self._idle_after, self.ref, _Idle(self._active_at))
 
     # -- loading --
 
@@ -266,7 +265,9 @@ class ConversationActor(Actor):
                 self._stop_typing(message.user, relay=False)
                 self._timer_ids += 1
                 timer = self.ctx.send_after(
-                    TYPING_EXPIRY, self.ref, _TypingExpired(message.user, self._timer_ids)
+                    self._services.settings.limits.typing_timeout,
+                    self.ref,
+                    _TypingExpired(message.user, self._timer_ids),
                 )
                 self._typing[message.user] = (self._timer_ids, timer)
                 self._relay_typing(message.user, "start")
@@ -302,10 +303,10 @@ class ConversationActor(Actor):
         elif type(message) is _Idle:
             now = self.ctx.node.now()
             idle = now - self._active_at
-            if idle >= PASSIVATE_AFTER and not self._typing and not self.ctx.mailbox_length:
+            if idle >= self._idle_after and not self._typing and not self.ctx.mailbox_length:
                 self.stop()  # normal: a transient child is not restarted; started on demand
             else:
-                self.ctx.send_after(max(1.0, PASSIVATE_AFTER - idle), self.ref, _Idle(now))
+                self.ctx.send_after(max(1.0, self._idle_after - idle), self.ref, _Idle(now))
         else:
             super().handle_info(message)
 

@@ -128,6 +128,8 @@ SAMPLES = {
     ("limits", "outgoing_queue"): ("9", 9),
     ("limits", "sync_limit"): ("10", 10),
     ("limits", "bad_frames"): ("11", 11),
+    ("limits", "conversation_idle"): ("90", 90.0),
+    ("limits", "typing_timeout"): ("2.5", 2.5),
     ("metrics", "enabled"): ("0", False),
     ("metrics", "host"): ("localhost", "localhost"),
     ("metrics", "port"): ("9999", 9999),
