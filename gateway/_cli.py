@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
@@ -176,3 +178,143 @@ def chat(
     if url is None:
         url = node_url(Path(server.data_dir), server.host, server.port, server.ws_path)
     raise SystemExit(trio.run(run_chat, url, given_token))
+
+
+def _load_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every ``parley loadgen`` mode shares."""
+    for option in reversed(
+        [
+            click.option(
+                "--url",
+                metavar="URL",
+                help="The node's WebSocket URL, loopback only (default: the running node of "
+                "the data directory).",
+            ),
+            click.option(
+                "--data-dir",
+                metavar="DIR",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="The node's data directory, for its secret and address.",
+            ),
+            click.option(
+                "--config",
+                "config_file",
+                metavar="FILE",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="The node's TOML configuration file.",
+            ),
+            click.option(
+                "--workers",
+                metavar="N",
+                type=click.IntRange(0, 64),
+                default=0,
+                help="Worker processes (default 0: one per 5,000 connections, at least 2).",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print one JSON line."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@main.group()
+def loadgen() -> None:
+    """Drive a running node on this machine from worker processes and measure it.
+
+    Tokens are minted with the node's secret (--data-dir or --config, as `parley token`).
+    """
+
+
+def _run_load(
+    mode: str,
+    users: int,
+    *,
+    url: str | None,
+    data_dir: Path | None,
+    config_file: Path | None,
+    workers: int,
+    as_json: bool,
+    rate: float = 0.0,
+    duration: float = 10.0,
+) -> None:
+    import json
+
+    from ._client_chat import node_url
+    from ._loadgen import LoadError, LoadPlan, format_report, run_load
+
+    if data_dir is not None and config_file is not None:
+        raise click.UsageError("give --data-dir or --config, not both")
+    try:
+        settings = load_settings(config_file, overrides={"server.data_dir": data_dir})
+        secret = load_or_create_secret(settings.server.data_dir)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    server = settings.server
+    if url is None:
+        url = node_url(Path(server.data_dir), server.host, server.port, server.ws_path)
+    plan = LoadPlan(
+        url=url,
+        secret=secret,
+        mode=mode,  # type: ignore[arg-type]
+        users=users,
+        rate=rate,
+        duration=duration,
+        workers=workers,
+    )
+    try:
+        report = run_load(plan)
+    except LoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), separators=(",", ":")))
+    else:
+        click.echo(format_report(report))
+
+
+@loadgen.command("connect")
+@click.argument("count", type=click.IntRange(1, 50_000))
+@_load_options
+def loadgen_connect(count: int, **options: Any) -> None:
+    """Open COUNT authenticated connections, hold them idle, report handshakes/s."""
+    _run_load("connect", count, **options)
+
+
+@loadgen.command("chat")
+@click.option("--users", type=click.IntRange(2, 50_000), default=100, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=100.0,
+    show_default=True,
+    help="Messages per second in total (0: as fast as acks come back).",
+)
+@click.option(
+    "--duration", type=click.FloatRange(0, 600, min_open=True), default=10.0, show_default=True
+)
+@_load_options
+def loadgen_chat(users: int, rate: float, duration: float, **options: Any) -> None:
+    """1:1 traffic among USERS connected users in pairs: ack and delivery latency.
+
+    The node's per-user send rate limit (100 per minute by default) applies: raise it
+    (PARLEY_LIMITS__SEND_RATE, PARLEY_LIMITS__SEND_BURST) for rates above about 1.6 per user per
+    second, or the excess is counted as send errors.
+    """
+    _run_load("chat", users, rate=rate, duration=duration, **options)
+
+
+@loadgen.command("group")
+@click.option("--members", type=click.IntRange(2, 50_000), default=256, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Messages per second from one member.",
+)
+@click.option(
+    "--duration", type=click.FloatRange(0, 600, min_open=True), default=10.0, show_default=True
+)
+@_load_options
+def loadgen_group(members: int, rate: float, duration: float, **options: Any) -> None:
+    """One group of MEMBERS online members, one of them sending: delivery latency to all."""
+    _run_load("group", members, rate=rate, duration=duration, **options)
