@@ -62,6 +62,9 @@ class From:
         if self.done:
             return False
         self.done = True
+        # The waiter's abort hook is this From's bound method: a reference cycle that would keep
+        # the call's reply alive until the cyclic collector runs. Answered calls need no hook.
+        self._waiter.on_abort = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
