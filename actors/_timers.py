@@ -36,6 +36,8 @@ class Timer:
         self._bucket = bucket
 
     def cancel(self) -> float | None:
+        """Cancel the timer: the seconds that were left, or None if it already fired or was
+        cancelled. Never blocks."""
         entries = self._service._buckets.get(self._bucket)
         if entries is None or self not in entries:
             return None
@@ -44,6 +46,7 @@ class Timer:
 
     @property
     def pending(self) -> bool:
+        """Whether the timer has neither fired nor been cancelled."""
         entries = self._service._buckets.get(self._bucket)
         return entries is not None and self in entries
 

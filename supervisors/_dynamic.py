@@ -35,6 +35,11 @@ class DynamicSupervisor(SupervisorBase):
         return flags, spec
 
     def init(self, *args: Any) -> None:
+        """Take the flags and the children's spec; no child starts until ``start_child``.
+
+        Raises:
+            SpecError: the spec is not a ChildSpec.
+        """
         flags, spec = self.configure(*args)
         if not isinstance(spec, ChildSpec):
             raise SpecError(f"a dynamic supervisor takes one ChildSpec, got {spec!r}")
@@ -77,6 +82,7 @@ class DynamicSupervisor(SupervisorBase):
         return child in self._restarting
 
     def children_records(self) -> list[tuple[Any, Child]]:
+        """(ref, record) of every child; (None, record) for those waiting to restart."""
         records = [(child.ref, child) for child in self._by_pid.values()]
         records.extend((None, child) for child in self._restarting)
         return records
@@ -86,6 +92,7 @@ class DynamicSupervisor(SupervisorBase):
         return len(self._by_pid) + len(self._restarting)
 
     def format_status(self) -> dict[str, Any]:
+        """Intensity, period, number of children, the cap and restarts in the current period."""
         return {
             "strategy": "simple_one_for_one",
             "intensity": self.flags.intensity,

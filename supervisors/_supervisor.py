@@ -45,6 +45,12 @@ class Supervisor(SupervisorBase):
         return flags, specs
 
     async def init(self, *args: Any) -> None:
+        """Validate the specs and start the children in order (see the class docstring).
+
+        Raises:
+            SpecError: a spec is not a ChildSpec, or two share an id.
+            StartChildError: a child failed to start (the started ones were stopped).
+        """
         flags, specs = self.configure(*args)
         self._setup(flags)
         self._children = []
@@ -122,9 +128,11 @@ class Supervisor(SupervisorBase):
         return self._ids.get(child.spec.id) is child
 
     def children_records(self) -> list[tuple[Any, Child]]:
+        """(id, record) of every child, in start order: for introspection."""
         return [(child.spec.id, child) for child in self._children]
 
     def format_status(self) -> dict[str, Any]:
+        """Strategy, intensity, period, number of children and restarts in the current period."""
         return {
             "strategy": self.flags.strategy.value,
             "intensity": self.flags.intensity,
