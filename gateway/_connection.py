@@ -269,6 +269,9 @@ class _Connection:
             if event.seq <= self.cursors.get(event.conv, 0):
                 return True  # already sent by a sync
             self.cursors[event.conv] = event.seq
+            metrics = self.services.metrics
+            metrics.messages_out.inc()
+            metrics.delivery_latency.observe(max(0, now_ms() - event.ts) / 1000)
         return self._queue(event)
 
     async def _reply(self, event: ServerEvent) -> None:
@@ -316,9 +319,11 @@ class _Connection:
                     reason="sending too fast",
                     retry_after=round(wait, 3),
                 )
+            started = self.node.now()
             reply: ServerEvent = await self._conv_call(
                 event.conv, SendMessage(self.user, self.device, event)
             )
+            self.services.metrics.ack_latency.observe(self.node.now() - started)
             return reply
         if kind is Receipt:
             assert isinstance(event, Receipt)
@@ -493,6 +498,7 @@ class _Connection:
         if last > after:
             for message in await store.messages_after(conv, after, limit):
                 await self._reply(_fanout.msg_event(message))
+                self.services.metrics.messages_out.inc()
                 if message.seq > self.cursors.get(conv, 0):
                     self.cursors[conv] = message.seq
         return last

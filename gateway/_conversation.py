@@ -158,6 +158,7 @@ class ConversationActor(Actor):
                     continue
                 stored = result.message
                 if not result.duplicate:
+                    self._services.metrics.messages_in.inc()
                     self._last_seq = seq
                     self._last_ts = ts
                     self._remember(stored)

@@ -48,11 +48,14 @@ class _Gate:
     async def handle(self, request: WebSocketRequest) -> None:
         services = self.services
         settings = services.settings
+        outcomes = services.metrics.handshakes
         if services.draining:
+            outcomes.labels("draining").inc()
             await request.reject(503, body=b"the node is shutting down")
             return
         target = urlsplit(request.path)
         if target.path != settings.server.ws_path:
+            outcomes.labels("not_found").inc()
             await request.reject(404, body=b"not found")
             return
         try:
@@ -61,16 +64,19 @@ class _Gate:
                 raise AuthError("missing token")
             identity = verify_token(services.secret, token)
         except AuthError as exc:
+            outcomes.labels("unauthorized").inc()
             await request.reject(401, body=exc.reason.encode())
             return
         try:
             sub = choose_subprotocol(request.proposed_subprotocols)
         except RemoteProtocolError as exc:
+            outcomes.labels("bad_subprotocol").inc()
             await request.reject(400, body=exc.reason.encode())
             return
         devices = self.counts.setdefault(identity.user, Counter())
         others = sum(devices.values()) - devices[identity.device]  # the same device replaces
         if others >= settings.limits.max_connections_per_user:
+            outcomes.labels("too_many").inc()
             await request.reject(429, body=b"too many connections for this user")
             if not devices:
                 del self.counts[identity.user]
@@ -80,14 +86,17 @@ class _Gate:
         try:
             sup = self.ctx.node.whereis(CONNECTIONS)
             if sup is None:
+                outcomes.labels("failed").inc()
                 await ws.aclose(CloseCode.SERVICE_RESTART, "restarting")
                 return
             try:
                 ref = await start_child(sup, ws, identity, sub)
             except StartChildError as exc:
+                outcomes.labels("failed").inc()
                 log.error("connection_start_failed", error=repr(exc.reason))
                 await ws.aclose(CloseCode.INTERNAL_ERROR, "internal error")
                 return
+            outcomes.labels("accepted").inc()
             reason = await self.ctx.node.wait_exit(ref)
             if reason == MAILBOX_OVERFLOW:
                 log.info("connection_closed", user=identity.user, code=CloseCode.SLOW_CONSUMER)

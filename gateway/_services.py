@@ -12,6 +12,7 @@ from config import Settings
 from storage import Storage, Unavailable, sqlite_shard_urls
 from supervisors import StartChildError, start_child
 
+from ._metrics import Metrics
 from ._validate import Limits
 
 #: Registered names of the node's fixed actors.
@@ -45,12 +46,14 @@ class Services:
     """The node's shared, single-loop state, handed to every actor of the tree.
 
     ``store_slot`` is the storage facade, bound to the node by the root supervisor;
-    ``draining`` is set when a graceful shutdown begins.
+    ``draining`` is set when a graceful shutdown begins; ``metrics`` is the node's own
+    Prometheus registry and instruments.
     """
 
     settings: Settings
     secret: bytes
     limits: Limits = field(init=False)
+    metrics: Metrics = field(init=False)
     store_slot: Storage | None = None
     draining: bool = False
 
@@ -62,6 +65,7 @@ class Services:
             max_group=lim.max_group,
             bad_frames=lim.bad_frames,
         )
+        self.metrics = Metrics()
 
     @property
     def store(self) -> Storage:

@@ -1,6 +1,7 @@
 """The chat node's supervision tree (see DESIGN.md):
 
     root (one_for_one)
+    ├── metrics ─ /metrics and /healthz (first, so it reports a drain to the end)
     ├── storage (one_for_one, backoff) ─ one storage shard actor per shard
     ├── presence
     ├── conversations (dynamic) ─ one actor per active conversation (transient, passivated)
@@ -29,6 +30,7 @@ from supervisors import (
 from ._connection import CLOSE_TIMEOUT, connection_actor
 from ._conversation import ConversationActor
 from ._listener import listener_actor
+from ._observe import metrics_actor
 from ._presence import PresenceActor
 from ._services import CONNECTIONS, CONVERSATIONS, SESSIONS, Services
 from ._session import SessionActor
@@ -128,4 +130,8 @@ def _children(services: Services) -> tuple[SupervisorFlags, list[ChildSpec]]:
     )
     presence = ChildSpec(id="presence", start=PresenceActor, args=(services,))
     flags = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=10.0)
-    return flags, [storage, presence, conversations, sessions, gateway]
+    children = [storage, presence, conversations, sessions, gateway]
+    if services.settings.metrics.enabled:
+        metrics = ChildSpec(id="metrics", start=metrics_actor, args=(services,), shutdown=1.0)
+        children.insert(0, metrics)
+    return flags, children
