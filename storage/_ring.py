@@ -28,7 +28,7 @@ class HashRing:
     shards, duplicate or negative indexes, or ``vnodes`` below 1.
     """
 
-    __slots__ = ("_owners", "_points", "shards", "vnodes")
+    __slots__ = ("_owners", "_points", "_single", "shards", "vnodes")
 
     def __init__(self, shards: int | Iterable[int], *, vnodes: int = DEFAULT_VNODES) -> None:
         ids = tuple(range(shards)) if isinstance(shards, int) else tuple(shards)
@@ -43,9 +43,12 @@ class HashRing:
         pairs = sorted((_point(f"{s}#{i}"), s) for s in ids for i in range(vnodes))
         self._points = [p for p, _ in pairs]
         self._owners = [s for _, s in pairs]
+        self._single = ids[0] if len(ids) == 1 else None  # one shard owns every key: no hashing
 
     def shard_for(self, key: str) -> int:
         """The index of the shard owning ``key`` (a conversation or user id)."""
+        if self._single is not None:
+            return self._single
         i = bisect.bisect_left(self._points, _point(key))
         if i == len(self._points):
             i = 0

@@ -142,6 +142,11 @@ class _ProbeDue:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class _DeadlineDue:
+    generation: int
+
+
 async def _close_quietly(backend: Backend) -> None:
     with anyio.move_on_after(10, shield=True):
         try:
@@ -227,11 +232,15 @@ async def _worker(ctx: Context, backend: Backend, shard: Ref) -> None:
 
 
 class _Writer:
-    __slots__ = ("from_", "messages")
+    __slots__ = ("deadline", "from_", "messages", "timeout")
 
-    def __init__(self, messages: tuple[Message, ...], from_: From) -> None:
+    def __init__(
+        self, messages: tuple[Message, ...], from_: From, deadline: float, timeout: float | None
+    ) -> None:
         self.messages = messages
         self.from_ = from_
+        self.deadline = deadline  # loop time; math.inf without a timeout
+        self.timeout = timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +290,10 @@ class StorageShard(Actor):
     ``init`` opens the backend: an unreachable database makes the start fail with
     ``SpawnError`` whose reason is the ``Unavailable`` naming what was tried (a supervisor with
     backoff retries it). Requests are ``(op, args, kwargs)`` tuples naming a ``Backend`` method;
-    :class:`storage.Storage` builds them.
+    :class:`storage.Storage` builds them. An append's args are ``(messages,)`` or
+    ``(messages, timeout)``: with a timeout (seconds, or None) the shard itself answers
+    ``Unavailable`` if the messages are not committed that long after it took them, with one
+    timer for all its writers, so the caller's ``call`` needs none of its own.
     """
 
     mailbox_size = 100_000
@@ -324,6 +336,9 @@ class StorageShard(Actor):
         self._in_flight: tuple[_Writer, ...] = ()
         self._in_flight_msgs = 0
         self._probing = False
+        # appends' deadlines: one timer, armed for the earliest
+        self._deadline_at = math.inf
+        self._deadline_generation = 0
         # breaker
         self._breaker: BreakerState = "closed"
         self._failures = 0
@@ -343,16 +358,16 @@ class StorageShard(Actor):
 
     def handle_call(self, request: Any, from_: From) -> Any:
         op, args, kwargs = request
-        refusal = self._refusal()
-        if refusal is not None:
+        if self._breaker != "closed":
             self._rejected += 1
-            return Failure(refusal)
+            return Failure(self._refusal())
         if op == "append_messages":
             messages = tuple(args[0])
-            if not messages:
+            count = len(messages)
+            if not count:
                 return []
             queued = self._pending_msgs + self._in_flight_msgs
-            if queued + len(messages) > self.max_queue:
+            if queued + count > self.max_queue:
                 self._rejected += 1
                 return Failure(
                     Unavailable(
@@ -360,8 +375,15 @@ class StorageShard(Actor):
                         retry_after=self._drain_estimate(),
                     )
                 )
-            self._pending.append(_Writer(messages, from_))
-            self._pending_msgs += len(messages)
+            timeout = args[1] if len(args) > 1 else None
+            if timeout is None:
+                deadline = math.inf
+            else:
+                deadline = self.ctx.node.now() + timeout
+                if deadline < self._deadline_at:
+                    self._arm_deadline(deadline)
+            self._pending.append(_Writer(messages, from_, deadline, timeout))
+            self._pending_msgs += count
             if not self._in_flight:
                 self._dispatch_commit()
             return NOREPLY
@@ -384,9 +406,7 @@ class StorageShard(Actor):
             self._jobs.append(job)
         return NOREPLY
 
-    def _refusal(self) -> Unavailable | None:
-        if self._breaker == "closed":
-            return None
+    def _refusal(self) -> Unavailable:
         wait = max(0.0, self._open_until - self.ctx.node.now())
         if self._breaker == "half_open":
             wait = max(wait, 0.05)
@@ -421,13 +441,13 @@ class StorageShard(Actor):
     def _on_committed(self, done: _Committed) -> None:
         writers = self._in_flight
         self._in_flight = ()
+        count = self._in_flight_msgs
         self._in_flight_msgs = 0
         for writer, outcome in zip(writers, done.outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 writer.from_.reply(Failure(outcome))
             else:
                 writer.from_.reply(outcome)
-        count = sum(len(w.messages) for w in writers)
         if done.ok:
             self._commits += 1
             self._committed_msgs += count
@@ -440,6 +460,43 @@ class StorageShard(Actor):
             self._failed()
         if self._pending and self._breaker == "closed":
             self._dispatch_commit()
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def _arm_deadline(self, deadline: float) -> None:
+        self._deadline_at = deadline
+        self._deadline_generation += 1
+        delay = max(0.0, deadline - self.ctx.node.now())
+        self.ctx.send_after(delay, self.ref, _DeadlineDue(self._deadline_generation))
+
+    def _on_deadline_due(self, due: _DeadlineDue) -> None:
+        """Answer ``Unavailable`` to the writers past their deadline; re-arm for the next one.
+
+        Writers still waiting are dropped from the queue; those in flight stay in their
+        transaction (which may still commit) and their late outcome is ignored.
+        """
+        if due.generation != self._deadline_generation:
+            return
+        self._deadline_at = math.inf
+        now = self.ctx.node.now()
+        late = [w for w in self._pending if w.deadline <= now]
+        if late:
+            self._pending = deque(w for w in self._pending if w.deadline > now)
+            self._pending_msgs -= sum(len(w.messages) for w in late)
+        late.extend(w for w in self._in_flight if w.deadline <= now)
+        for writer in late:
+            writer.from_.reply(
+                Failure(
+                    Unavailable(
+                        f"storage shard {self.index} did not answer append_messages within "
+                        f"{writer.timeout} s",
+                        retry_after=0.1,
+                    )
+                )
+            )
+        waiting = [w.deadline for w in (*self._in_flight, *self._pending) if not w.from_.done]
+        if waiting:
+            self._arm_deadline(min(waiting))
 
     # -- circuit breaker ----------------------------------------------------------------------
 
@@ -512,6 +569,8 @@ class StorageShard(Actor):
             self._on_pinged(message)
         elif kind is _ProbeDue:
             self._on_probe_due(message)
+        elif kind is _DeadlineDue:
+            self._on_deadline_due(message)
         elif kind is Exit:
             # A helper died (a bug, or killed) or our parent told us to exit: stop with it.
             self.stop(message.reason)

@@ -353,6 +353,39 @@ async def test_a_call_past_its_deadline_is_unavailable(node: Node, sqlite_url: s
     assert math.isfinite(Storage(node, shards=1).timeout or math.inf)
 
 
+async def test_the_shard_answers_each_writer_at_its_own_deadline(
+    node: Node, sqlite_url: str
+) -> None:
+    probe, _ = await start_shard(node, sqlite_url)
+    patient = Storage(node, shards=1, timeout=None)
+    slow = Storage(node, shards=1, timeout=30.0)
+    hasty = Storage(node, shards=1, timeout=0.05)
+    probe.gate = trio.Event()
+    outcomes: dict[str, object] = {}
+
+    async def append(name: str, storage: Storage, m: Message) -> None:
+        try:
+            outcomes[name] = await storage.append_messages([m])
+        except Unavailable as exc:
+            outcomes[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(append, "in_flight", patient, msg("a", 1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(append, "slow", slow, msg("b", 1))
+        await trio.testing.wait_all_tasks_blocked()
+        # queued behind a later deadline: still answered at its own
+        with trio.fail_after(5):
+            await append("hasty", hasty, msg("c", 1))
+        assert isinstance(outcomes["hasty"], Unavailable)
+        assert "did not answer append_messages within 0.05 s" in str(outcomes["hasty"])
+        assert status(node)["queued_writers"] == 1  # the late one left the queue
+        probe.gate.set()
+    assert [type(outcomes[k]) for k in ("in_flight", "slow")] == [list, list]
+    assert "c-1" not in probe.committed  # answered Unavailable, and not written behind its back
+    assert await hasty.append_messages([msg("c", 1)]) == [AppendResult(msg("c", 1), False)]
+
+
 # -- PostgreSQL: connections killed mid-batch -------------------------------------------------
 
 
