@@ -1,24 +1,29 @@
 """The connection actor: one per WebSocket, a function actor that owns the socket's tasks.
 
-Its reader task puts client frames in its mailbox (at most ``INFLIGHT`` at a time); its writer
-task drains a bounded outgoing queue (live pushes that find it full close the connection with
-4008; replies and sync wait for room); its heartbeat task pings every ``heartbeat`` seconds. The
-actor itself decodes frames with :class:`ClientConnection`, applies the rate limit and routes
-requests to the conversation, session and presence actors. On ``shutdown`` from its supervisor
-it flushes what is queued and closes with 1012.
+Its reader task puts client frames in its mailbox (at most ``INFLIGHT`` at a time); a writer
+task, started when frames are queued and gone once the queue is empty, drains a bounded outgoing
+queue (live pushes that find it full close the connection with 4008; replies and sync wait for
+room). Every ``heartbeat`` seconds a timer of the node (not a task of its own) tells the actor to
+ping; a short-lived task waits for the pong, and no pong within two heartbeats closes the
+connection with 1001. An idle connection thus keeps one task of its own (the reader) besides the
+actor's, which matters at tens of thousands of connections. The actor itself decodes frames with
+:class:`ClientConnection`, applies the rate limit and routes requests to the conversation,
+session and presence actors. On ``shutdown`` from its supervisor it flushes what is queued and
+closes with 1012.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from actors import CallError, Context, Down, Exit, NoProcError, Ref
+from actors import CallError, Context, Down, Exit, NoProcError, Ref, Timer
 from storage import Conversation, StorageError, Unavailable, direct_key
 
 from . import _fanout
@@ -91,6 +96,14 @@ CLOSE_TIMEOUT: Final = 5.0
 CALL_TIMEOUT: Final = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """Time to ping the client (sent by the actor's own timer)."""
+
+
+_BEAT: Final = _Beat()
+
+
 async def connection_actor(
     ctx: Context, services: Services, ws: WebSocketConnection, identity: Identity, sub: str | None
 ) -> None:
@@ -118,7 +131,9 @@ class _Connection:
         size = services.settings.limits.outgoing_queue
         self.out_send, self.out_recv = trio.open_memory_channel[bytes | str](size)
         self.inflight = trio.Semaphore(INFLIGHT)
+        self.writing = False
         self.writer_done = trio.Event()
+        self.beat: Timer | None = None
         self.cursors: dict[str, int] = {}
         self.bucket: TokenBucket | None = None
         self.session: Ref | None = None
@@ -129,14 +144,17 @@ class _Connection:
     # -- life --
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            nursery.start_soon(self._writer)
-            await self._open()
-            nursery.start_soon(self._reader)
-            nursery.start_soon(self._heartbeat)
-            await self._loop()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                await self._open()
+                nursery.start_soon(self._reader)
+                self._schedule_beat()
+                await self._loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.beat is not None:
+                self.beat.cancel()
 
     async def _open(self) -> None:
         settings = self.services.settings
@@ -183,6 +201,10 @@ class _Connection:
                     await self._on_frame(message.data)
             elif kind is ReaderDone:
                 return
+            elif kind is _Beat:
+                if not self.closing:
+                    assert self.nursery is not None
+                    self.nursery.start_soon(self._ping)
             elif kind is CloseConnection:
                 self._close(message.code, message.reason, flush=message.flush)
             elif kind is Exit:
@@ -207,28 +229,50 @@ class _Connection:
             code = exc.reason.code if exc.reason is not None else None
         self.ctx.ref.send(ReaderDone(code))
 
-    async def _writer(self) -> None:
-        try:
-            async for data in self.out_recv:
-                await self.ws.send_message(data)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.out_recv.close()  # whoever waits for room learns the socket is gone
-            self.writer_done.set()
+    def _start_writer(self) -> None:
+        """Start the writer unless it runs (it stops when the queue is empty)."""
+        if not self.writing and not self.writer_done.is_set():
+            self.writing = True
+            assert self.nursery is not None
+            self.nursery.start_soon(self._writer)
 
-    async def _heartbeat(self) -> None:
-        interval = self.services.settings.server.heartbeat
+    async def _writer(self) -> None:
+        """Send what is queued until the queue is empty (then end: an idle connection keeps no
+        writer task), or closed and empty (then ``writer_done``), or the socket is gone."""
+        finished = True
         try:
             while True:
-                await trio.sleep(interval)
-                with trio.move_on_after(2 * interval) as scope:
-                    await self.ws.ping()
-                if scope.cancelled_caught:
-                    self.ctx.ref.send(CloseConnection(1001, "no pong within two heartbeats"))
+                try:
+                    data = self.out_recv.receive_nowait()
+                except trio.WouldBlock:
+                    finished = False
                     return
-        except ConnectionClosed:
+                await self.ws.send_message(data)
+        except (ConnectionClosed, trio.EndOfChannel, trio.ClosedResourceError):
             pass
+        finally:
+            self.writing = False
+            if finished:
+                self.out_recv.close()  # whoever waits for room learns the socket is gone
+                self.writer_done.set()
+
+    def _schedule_beat(self) -> None:
+        interval = self.services.settings.server.heartbeat
+        self.beat = self.ctx.send_after(interval, self.ctx.ref, _BEAT)
+
+    async def _ping(self) -> None:
+        """Ping; no pong within two heartbeats closes the connection, a pong schedules the
+        next ping a heartbeat later."""
+        interval = self.services.settings.server.heartbeat
+        try:
+            with trio.move_on_after(2 * interval) as scope:
+                await self.ws.ping()
+        except ConnectionClosed:
+            return
+        if scope.cancelled_caught:
+            self.ctx.ref.send(CloseConnection(1001, "no pong within two heartbeats"))
+        elif not self.closing:
+            self._schedule_beat()
 
     def _close(self, code: int, reason: str, *, flush: bool) -> None:
         """Begin closing the socket with ``code`` (after sending what is queued, with
@@ -246,6 +290,7 @@ class _Connection:
         with trio.move_on_after(CLOSE_TIMEOUT):
             if flush:
                 self.out_send.close()
+                self._start_writer()
                 await self.writer_done.wait()
             await self.ws.aclose(code, reason)
         self.log.info("connection_closed", code=code, reason=reason)
@@ -260,7 +305,8 @@ class _Connection:
         except trio.WouldBlock:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # closing or closed: nothing more goes out
+            return True  # closing or closed: nothing more goes out
+        self._start_writer()
         return True
 
     def _push(self, event: ServerEvent) -> bool:
@@ -278,6 +324,7 @@ class _Connection:
         """A reply or a synced message: waits for room in the outgoing queue."""
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             await self.out_send.send(self.proto.send(event))
+            self._start_writer()
 
     # -- client frames --
 
