@@ -37,15 +37,16 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 
 Mode = Literal["connect", "chat", "group", "raw"]
+_T = TypeVar("_T")
 
 #: Most connections one run may open (all workers together).
 MAX_CONNECTIONS: Final = 50_000
@@ -572,7 +573,7 @@ class _Worker:
             for a, b in pairs:
 
                 async def create(a: str = a, b: str = b) -> None:
-                    info = await self.clients[a].create_direct(b)
+                    info = await _retrying(lambda: self.clients[a].create_direct(b))
                     convs[a] = convs[b] = info.conv
 
                 nursery.start_soon(create)
@@ -623,10 +624,25 @@ class _Worker:
         owner = self.spec.members[0]
         token = mint_token(self.plan.secret, owner, "lg-sender", ttl_s=3600)
         async with open_client(self.plan.url, token) as sender:
-            info = await sender.create_group("loadgen", self.spec.members[1:])
+            info = await _retrying(lambda: sender.create_group("loadgen", self.spec.members[1:]))
             await _sleep_until_ns(start)
             async with trio.open_nursery() as nursery:
                 await self._open_loop(nursery, [(sender, info.conv)], self.plan.rate, start, end)
+
+
+async def _retrying(request: Callable[[], Awaitable[_T]], attempts: int = 30) -> _T:
+    """``request()``, retried after ``retry_after`` while the node answers ``unavailable`` or
+    ``rate_limited`` (a node still busy with the previous phase's disconnects)."""
+    from ._client_errors import ServerError
+
+    for _ in range(attempts - 1):
+        try:
+            return await request()
+        except ServerError as exc:
+            if exc.code not in ("unavailable", "rate_limited"):
+                raise
+            await trio.sleep(exc.retry_after or 1.0)
+    return await request()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -171,6 +171,7 @@ def main() -> None:
             pid = node.proc.pid
             note(f"node pid {pid} on {node.url}")
             held, per_conn = measure_connections(node.url, node.secret, pid, count)
+            time.sleep(SETTLE_S)  # the sessions note 15,000 users' last-seen times on the way out
             closed_loop: LoadReport | None = None
             node_share = 0.0
             for _ in range(opts.repeat):
