@@ -632,12 +632,15 @@ class _Worker:
 
 async def _retrying(request: Callable[[], Awaitable[_T]], attempts: int = 30) -> _T:
     """``request()``, retried after ``retry_after`` while the node answers ``unavailable`` or
-    ``rate_limited`` (a node still busy with the previous phase's disconnects)."""
-    from ._client_errors import ServerError
+    ``rate_limited`` or does not answer in time (a node still busy with the previous phase's
+    disconnects)."""
+    from ._client_errors import RequestTimeout, ServerError
 
     for _ in range(attempts - 1):
         try:
             return await request()
+        except RequestTimeout:
+            continue
         except ServerError as exc:
             if exc.code not in ("unavailable", "rate_limited"):
                 raise

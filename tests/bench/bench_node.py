@@ -66,6 +66,18 @@ def _cpu(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def _wait_quiet(pid: int, limit_s: float = 180.0) -> None:
+    """Wait until the process ``pid`` uses under 10 % of a core for 2 s (at most ``limit_s``)."""
+    proc = psutil.Process(pid)
+    proc.cpu_percent(None)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        if proc.cpu_percent(None) < 10.0:
+            return
+    note(f"  the node was still busy after {limit_s:.0f} s")
+
+
 def measure_connections(url: str, secret: bytes, pid: int, count: int) -> tuple[LoadReport, float]:
     """Open ``count`` connections to the server ``pid`` at ``url``; (report, bytes each)."""
     mode = "raw" if not secret else "connect"
@@ -77,7 +89,10 @@ def measure_connections(url: str, secret: bytes, pid: int, count: int) -> tuple[
     def held(report: LoadReport) -> None:
         time.sleep(SETTLE_S)
         growth.append((_rss(pid) - before) / max(1, report.connections))
-        note(f"  {mode}: {report.connections:,} held, RSS {_rss(pid) / 2**20:,.0f} MiB")
+        note(
+            f"  {mode}: {report.connections:,} held, RSS {_rss(pid) / 2**20:,.0f} MiB, "
+            f"{growth[-1]:,.0f} bytes each, {report.handshakes_per_s:,.0f} handshakes/s"
+        )
 
     report = run_load(
         LoadPlan(url=url, secret=secret, mode=mode, users=count, workers=_workers(count)),  # type: ignore[arg-type]
@@ -171,7 +186,7 @@ def main() -> None:
             pid = node.proc.pid
             note(f"node pid {pid} on {node.url}")
             held, per_conn = measure_connections(node.url, node.secret, pid, count)
-            time.sleep(SETTLE_S)  # the sessions note 15,000 users' last-seen times on the way out
+            _wait_quiet(pid)  # the sessions store 15,000 users' last-seen times on the way out
             closed_loop: LoadReport | None = None
             node_share = 0.0
             for _ in range(opts.repeat):
