@@ -318,3 +318,8 @@ def loadgen_chat(users: int, rate: float, duration: float, **options: Any) -> No
 def loadgen_group(members: int, rate: float, duration: float, **options: Any) -> None:
     """One group of MEMBERS online members, one of them sending: delivery latency to all."""
     _run_load("group", members, rate=rate, duration=duration, **options)
+
+
+from ._inspect_cli import inspect  # noqa: E402  (its own module: a large group)
+
+main.add_command(inspect)

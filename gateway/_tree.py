@@ -1,14 +1,14 @@
 """The chat node's supervision tree (see DESIGN.md):
 
-    root (one_for_one)
-    ├── metrics ─ /metrics and /healthz (first, so it reports a drain to the end)
-    ├── storage (one_for_one, backoff) ─ one storage shard actor per shard
-    ├── presence
-    ├── conversations (dynamic) ─ one actor per active conversation (transient, passivated)
-    ├── sessions (dynamic) ─ one actor per connected user (temporary)
-    └── gateway (rest_for_one) ─ listener, then connections (dynamic, one per WebSocket)
-
-The admin endpoint (the inspector's socket) will be the root's last child.
+root (one_for_one)
+├── metrics ─ /metrics and /healthz (first, so it reports a drain to the end)
+├── storage (one_for_one, backoff) ─ one storage shard actor per shard
+├── presence
+├── conversations (dynamic) ─ one actor per active conversation (transient, passivated)
+├── sessions (dynamic) ─ one actor per connected user (temporary)
+├── gateway (rest_for_one) ─ listener, then connections (dynamic, one per WebSocket)
+└── admin ─ the inspector's endpoint (a Unix socket, optionally loopback TCP; last, so it
+    is stopped first and sees the whole tree while it runs)
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from supervisors import (
     SupervisorFlags,
 )
 
+from ._admin import admin_actor
 from ._connection import CLOSE_TIMEOUT, connection_actor
 from ._conversation import ConversationActor
 from ._listener import listener_actor
@@ -134,4 +135,5 @@ def _children(services: Services) -> tuple[SupervisorFlags, list[ChildSpec]]:
     if services.settings.metrics.enabled:
         metrics = ChildSpec(id="metrics", start=metrics_actor, args=(services,), shutdown=1.0)
         children.insert(0, metrics)
+    children.append(ChildSpec(id="admin", start=admin_actor, args=(services,), shutdown=1.0))
     return flags, children
