@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import CallTimeoutError, WouldBlock
@@ -80,7 +81,9 @@ class Ref:
 
     # -- request/reply --
 
-    async def call(self, request: Any, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Any:
+    def call(
+        self, request: Any, *, timeout: float | None = DEFAULT_CALL_TIMEOUT
+    ) -> Coroutine[Any, Any, Any]:
         """Send ``request`` to ``handle_call`` and wait for the reply.
 
         Args:
@@ -93,7 +96,9 @@ class Ref:
                 was full (``reason == "mailbox_full"``).
             CallTimeoutError: no reply within ``timeout``.
         """
-        return await self._ctx._call(request, timeout)
+        # Not ``async def`` itself: returning the context's coroutine saves one coroutine object
+        # and frame per call (measurable on the storage path). Use it as ``await ref.call(...)``.
+        return self._ctx._call(request, timeout)
 
 
 __all__ = ["CALL", "CAST", "DEFAULT_CALL_TIMEOUT", "INFO", "CallTimeoutError", "Ref"]
