@@ -12,8 +12,14 @@ from typing import Any, Final
 from ._actor import Actor
 from ._errors import NameTakenError, NodeClosedError, NoProcError, SpawnError
 from ._lowlevel import Backend, TaskHost, current_backend
-from ._process import _CLASS, _EXITING, _FUNCTION, _HIBERNATED, _INBOX, _STARTING, Context
+from ._process import Context
 from ._ref import INFO, Ref
+from ._states import CLASS as _CLASS
+from ._states import EXITING as _EXITING
+from ._states import FUNCTION as _FUNCTION
+from ._states import HIBERNATED as _HIBERNATED
+from ._states import INBOX as _INBOX
+from ._states import STARTING as _STARTING
 from ._timers import Timer, TimerService
 from ._trace import Tracer
 from ._types import (

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import structlog
 
+from . import _introspect, _receive
 from ._actor import NOREPLY, Actor, From
-from ._errors import CallError, NoProcError, ReceiveTimeoutError, SpawnError
+from ._errors import CallError, NoProcError, SpawnError
 from ._lowlevel import CancelScope, Waiter
+from ._receive import NOTHING as _NOTHING
 from ._ref import CALL, CAST, INFO, Ref
+from ._states import CLASS as _CLASS
+from ._states import EXITED as _EXITED
+from ._states import EXITING as _EXITING
+from ._states import HIBERNATED as _HIBERNATED
+from ._states import INBOX as _INBOX
+from ._states import RUNNING as _RUNNING
+from ._states import STARTING as _STARTING
+from ._states import WAITING as _WAITING
 from ._timers import Timer
 from ._types import (
     KILL,
@@ -29,14 +38,10 @@ from ._types import (
     NOPROC,
     NORMAL,
     SHUTDOWN,
-    ActorInfo,
-    Call,
     Down,
     Exit,
-    MailboxStatistics,
     MonitorRef,
     Overflow,
-    Status,
 )
 
 if TYPE_CHECKING:
@@ -45,32 +50,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("actors")
 
-# States, ordered: everything >= _EXITING takes no more messages.
-_STARTING: Final = 0
-_RUNNING: Final = 1
-_WAITING: Final = 2
-_HIBERNATED: Final = 3
-_EXITING: Final = 4
-_EXITED: Final = 5
-_STATUS: Final = (
-    Status.STARTING,
-    Status.RUNNING,
-    Status.WAITING,
-    Status.HIBERNATED,
-    Status.EXITING,
-    Status.EXITED,
-)
-
-_CLASS: Final = 0  # an Actor subclass instance (gen_server)
-_FUNCTION: Final = 1  # an async function with selective receive
-_INBOX: Final = 2  # a mailbox read by an outside task (tests, the shell)
-
 #: Messages an actor handles before yielding to the scheduler (a reduction budget).
 BUDGET: Final = 1000
 TERMINATE_TIMEOUT: Final = 5.0  # seconds for terminate() when the node itself is closing
 
 _HIBERNATE: Final = object()
-_NOTHING: Final = object()
 
 
 class _ParentExit:
@@ -80,10 +64,6 @@ class _ParentExit:
 
     def __init__(self, reason: object) -> None:
         self.reason = reason
-
-
-def _as_message(entry: tuple[Any, ...]) -> Any:
-    return Call(entry[1], entry[2]) if entry[0] is CALL else entry[1]
 
 
 class Context:
@@ -528,84 +508,11 @@ class Context:
         if timer is not None:
             timer.cancel()
 
-    # -- selective receive (function actors and inboxes) --
+    # -- selective receive (function actors and inboxes; in _receive.py) --
 
-    async def receive(
-        self, match: Callable[[Any], bool] | None = None, *, timeout: float | None = None
-    ) -> Any:
-        """Take the first message ``match`` accepts (any message when None), waiting for one.
-
-        System messages (``Exit``, ``Down``) are looked at first, then the mailbox in order;
-        a ``call`` appears as a :class:`Call`. Unmatched messages stay queued in order.
-
-        Args:
-            timeout: seconds to wait; None waits forever.
-
-        Raises:
-            ReceiveTimeoutError: nothing matched within ``timeout``.
-            NoProcError: this actor (an inbox) has exited.
-        """
-        if self._kind == _CLASS:
-            raise RuntimeError("receive() is for function actors and inboxes, not Actor classes")
-        node = self._node
-        timer = None
-        try:
-            while True:
-                message = self._take(match)
-                if message is not _NOTHING:
-                    await node._backend.checkpoint()
-                    return message
-                if self._state >= _EXITING:
-                    raise NoProcError(f"{self._ref!r} has exited")
-                waiter = self._parked = node._backend.new_waiter()
-                if timeout is not None and timer is None:
-                    timer = node._timers.add(
-                        node._backend.now() + timeout,
-                        functools.partial(
-                            waiter.throw, ReceiveTimeoutError(f"no message within {timeout} s")
-                        ),
-                    )
-                elif timer is not None:
-                    timer.callback = functools.partial(
-                        waiter.throw, ReceiveTimeoutError(f"no message within {timeout} s")
-                    )
-                try:
-                    await waiter.wait()
-                finally:
-                    self._parked = None
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def _take(self, match: Callable[[Any], bool] | None) -> Any:
-        signals = self._signals
-        if signals:
-            for index, message in enumerate(signals):
-                if match is None or match(message):
-                    del signals[index]
-                    self._count(INFO, message)
-                    return message
-        mailbox = self._mailbox
-        if mailbox:
-            for index, entry in enumerate(mailbox):
-                message = _as_message(entry)
-                if match is None or match(message):
-                    del mailbox[index]
-                    self._count(entry[0], message)
-                    if entry[0] is CALL and not entry[2].done:
-                        # Fail it if this actor exits before replying.
-                        if self._deferred is None:
-                            self._deferred = set()
-                        self._deferred.add(entry[2])
-                    if self._room_waiters:
-                        self._wake_room_waiters()
-                    return message
-        return _NOTHING
-
-    def _count(self, kind: int, message: Any) -> None:
-        self._processed += 1
-        if self._tracer is not None:
-            self._tracer.offer((kind, message))
+    receive = _receive.receive
+    _take = _receive.take
+    _count = _receive.count
 
     def close(self) -> None:
         """Exit an inbox (or any actor, from inside itself) with reason ``normal`` right away."""
@@ -862,65 +769,18 @@ class Context:
         """Send ``message`` to ``ref`` after ``delay`` seconds. See :meth:`Node.send_after`."""
         return self._node.send_after(delay, ref, message)
 
-    # -- introspection --
+    # -- introspection (in _introspect.py) --
 
-    def _behaviour_name(self) -> str:
-        behaviour = self._behaviour
-        if isinstance(behaviour, type):
-            return behaviour.__qualname__
-        if self._kind == _CLASS:
-            return type(behaviour).__qualname__
-        if self._kind == _INBOX:
-            return "inbox"
-        return getattr(behaviour, "__qualname__", repr(behaviour))
-
-    def status(self) -> Status:
-        """The life-cycle state now."""
-        if self._suspended and self._state < _EXITING:
-            return Status.SUSPENDED
-        return _STATUS[self._state]
+    _behaviour_name = _introspect.behaviour_name
+    status = _introspect.status
+    mailbox_statistics = _introspect.mailbox_statistics
+    info = _introspect.info
 
     @property
     def mailbox_length(self) -> int:
         """Messages queued now (cheap: for scanning many actors)."""
         mailbox = self._mailbox
         return len(mailbox) if mailbox else 0
-
-    def mailbox_statistics(self) -> MailboxStatistics:
-        """The mailbox's length, capacity, high-water mark and overflow policy."""
-        mailbox = self._mailbox
-        return MailboxStatistics(
-            length=len(mailbox) if mailbox else 0,
-            capacity=self._capacity,
-            high_water_mark=self._hwm,
-            overflow=self._overflow,
-        )
-
-    def info(self) -> ActorInfo:
-        """A frozen snapshot of everything introspection knows about this actor. O(links)."""
-        summary = None
-        if self._kind == _CLASS and self._state < _EXITED:
-            try:
-                summary = self._behaviour.format_status()
-            except Exception as exc:
-                summary = {"format_status_error": repr(exc)}
-        return ActorInfo(
-            ref=self._ref,
-            name=self._name,
-            behaviour=self._behaviour_name(),
-            status=self.status(),
-            mailbox=self.mailbox_statistics(),
-            processed=self._processed,
-            links=tuple(c._ref for c in self._links) if self._links else (),
-            monitors=tuple(c._ref for c in self._monitors.values()) if self._monitors else (),
-            monitored_by=(
-                tuple(c._ref for c in self._monitored_by.values()) if self._monitored_by else ()
-            ),
-            parent=self.parent,
-            trap_exit=self._trap_exit,
-            started_at=self._started_at,
-            summary=summary,
-        )
 
     @property
     def exit_reason(self) -> object:
