@@ -93,8 +93,8 @@ class Endpoint:
             return
         try:
             await self._serve_client(stream, tcp=tcp)
-        except (_Disconnected, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except* (_Disconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away (also from inside a stream's nursery)
         finally:
             self.slots.release()
             await trio.aclose_forcefully(stream)
@@ -135,6 +135,10 @@ class Endpoint:
                 result = await self.answer(request)
             except AdminRequestError as exc:
                 await _send(stream, error(request.id, exc.code, exc.message))
+            except Exception as exc:
+                # A fault of the endpoint, not the client's: say so, keep serving everyone.
+                log.exception("admin_op_failed", op=request.op)
+                await _send(stream, error(request.id, "refused", f"internal error: {exc!r}"))
             else:
                 await _send(stream, ok(request.id, result))
 
@@ -153,6 +157,13 @@ class Endpoint:
 
     # -- ops --
 
+    def resolve(self, ref: int | str) -> Context:
+        """A wire ref's live actor; ``root`` names the root supervisor unless an actor is
+        registered under that name. Raises AdminRequestError(``not_found``)."""
+        if ref == "root" and self.node.whereis("root") is None:
+            ref = self.root.pid
+        return ops.resolve(self.node, ref)
+
     async def answer(self, request: Request) -> Any:
         """The result of a non-streamed op. Checkpoints.
 
@@ -166,9 +177,9 @@ class Endpoint:
         if op == "stats":
             return await ops.stats_of(node, self.root, self.services, self.monitor)
         if op == "restart":
-            sup = ops.resolve(node, args["supervisor"])
+            sup = self.resolve(args["supervisor"])
             return await ops.restart(node, sup, args["child"], self.self_ref)
-        ctx = ops.resolve(node, args["ref"])
+        ctx = self.resolve(args["ref"])
         if op == "info":
             return ops.info_of(node, ctx)
         if op == "kill":
@@ -195,6 +206,11 @@ class Endpoint:
                     await self._trace(stream, request)
             except AdminRequestError as exc:
                 await _send(stream, error(request.id, exc.code, exc.message))
+            except (_Disconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+                raise
+            except Exception as exc:
+                log.exception("admin_op_failed", op=request.op)
+                await _send(stream, error(request.id, "refused", f"internal error: {exc!r}"))
             else:
                 await _send(stream, done(request.id))
             nursery.cancel_scope.cancel()
@@ -227,7 +243,7 @@ class Endpoint:
 
     async def _trace(self, stream: trio.abc.Stream, request: Request) -> None:
         args = request.args
-        ctx = ops.resolve(self.node, args["ref"])
+        ctx = self.resolve(args["ref"])
         if ctx.ref == self.self_ref:
             raise AdminRequestError("refused", "the admin endpoint does not trace itself")
         try:

@@ -106,16 +106,22 @@ def processed(ctx: Context) -> int:
 def tree_of(node: Node, root: Ref, depth: int | None, top: int) -> dict[str, Any]:
     """``supervisors.tree`` from the root as a dict, each entry with its registered ``name``.
 
-    Shape: ``TreeNode.to_dict()`` plus ``name`` (str or null) on every entry.
+    Shape: ``TreeNode.to_dict()`` plus ``name`` (str or null) on every entry; the root's
+    ``id`` is ``root`` and a dynamic supervisor's children have their pid as ``id``.
     """
     result = tree(node, root, depth=depth, top=top).to_dict()
+    result["id"] = "root"  # the root's spec id (node_spec); the tree only knows its pid
     stack = [result]
     while stack:
         entry = stack.pop()
         pid = entry["pid"]
         found = node.lookup(pid) if pid is not None else None
         entry["name"] = found.name if found is not None else None
-        stack.extend(entry["children"])
+        dynamic = entry["strategy"] == "simple_one_for_one"
+        for child in entry["children"]:
+            if dynamic:  # a dynamic child's id is its ref: say its pid
+                child["id"] = child["pid"]
+            stack.append(child)
     return result
 
 
@@ -190,7 +196,9 @@ def info_of(node: Node, ctx: Context) -> dict[str, Any]:
         "supervisor": info.parent.pid if rec is not None and info.parent is not None else None,
         "child_id": jsonable(child_id) if rec is not None else None,
         "restarts": rec.restarts if rec is not None else 0,
-        "last_reason": short(rec.last_reason) if rec is not None and rec.last_reason else None,
+        "last_reason": short(repr(rec.last_reason))
+        if rec is not None and rec.last_reason
+        else None,
         "last_exit_at": rec.last_exit_at if rec is not None else None,
     }
 
@@ -575,7 +583,7 @@ class TopSampler:
                     "rate": round(rate(pid), 2),
                     "memory": memory_estimate(ctx),
                     "restarts": rec.restarts if rec is not None else 0,
-                    "last_reason": short(rec.last_reason)
+                    "last_reason": short(repr(rec.last_reason))
                     if rec is not None and rec.last_reason
                     else None,
                 }
