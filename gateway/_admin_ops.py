@@ -96,7 +96,7 @@ def behaviour_name(ctx: Context) -> str:
 def processed(ctx: Context) -> int:
     """Messages the actor has handled. ``ActorInfo.processed`` without building the whole
     ``info()`` snapshot (which calls ``format_status``): the counter it reads."""
-    count: int = getattr(ctx, "_processed", 0)
+    count: int = ctx.processed
     return count
 
 
