@@ -55,6 +55,10 @@ _ADVANCE_LAST_SEQ = (
 )
 #: Seconds a shielded aclose() may spend disposing the pool.
 _CLOSE_DEADLINE = 5.0
+# A storage shard runs its committer and 8 pool workers at once. With SQLAlchemy's default
+# pool (5 kept) every call beyond 5 in flight opened and closed a connection of its own: an
+# aiosqlite thread, the file and the pragmas, each time.
+_SQLITE_POOL_SIZE = 12
 
 _Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
 
@@ -254,6 +258,7 @@ class SqlBackend(Backend):
             engine = create_async_engine(
                 f"sqlite+aiosqlite:///{url.path}",
                 connect_args={"timeout": url.busy_timeout_ms / 1000},
+                pool_size=_SQLITE_POOL_SIZE,
             )
             pragmas = (
                 "PRAGMA journal_mode=WAL",
