@@ -7,8 +7,9 @@ under the per-process limit on open files, so together they can hold more connec
 process could.
 
 The parent coordinates the workers in phases over pipes: connect (every worker opens its users'
-connections, at most ``CONCURRENCY`` handshakes in flight each), then run (traffic for a fixed
-duration, from a common start on the system-wide monotonic clock), then stop. Latencies are
+connections, at most ``CONCURRENCY`` handshakes in flight each), then prepare (create the
+conversations the traffic uses), then run (traffic for a fixed duration, from a common start on
+the system-wide monotonic clock, taken once every worker is prepared), then stop. Latencies are
 measured with ``time.monotonic_ns``, which is one clock for all processes of the machine: a
 message's body carries its send time, so its recipient, in whichever process, computes the
 delivery latency.
@@ -287,6 +288,9 @@ def run_load(plan: LoadPlan, *, on_held: Callable[[LoadReport], None] | None = N
         if on_held is not None:
             on_held(report)
         if plan.mode in ("chat", "group"):
+            # Set-up outside the timed run: creating 500 conversations takes the node seconds,
+            # which would otherwise count as traffic time and arrive as a burst of late sends.
+            workers.phase("prepare", PHASE_TIMEOUT)
             start = time.monotonic_ns() + 500_000_000
             answers = workers.phase(
                 "run", plan.duration + DRAIN_TIMEOUT + PHASE_TIMEOUT, start=start
@@ -369,6 +373,8 @@ class _Worker:
         self.sent = 0
         self.acked = 0
         self.send_errors = 0
+        self.senders: list[tuple[Any, str]] = []  # chat: (client, conversation) per user
+        self.group_conv: str | None = None  # group: created by worker 0
 
     async def receive(self) -> tuple[str, dict[str, Any]]:
         command: tuple[str, dict[str, Any]] = await trio.to_thread.run_sync(
@@ -389,6 +395,9 @@ class _Worker:
                     self.pipe.send({"ok": True})
                 elif command == "connect":
                     self.pipe.send(await self.connect(nursery, args["start"]))
+                elif command == "prepare":
+                    await self.prepare()
+                    self.pipe.send({"ok": True})
                 elif command == "run":
                     self.pipe.send(await self.run(args["start"]))
                 elif command == "stop":
@@ -562,22 +571,46 @@ class _Worker:
             "messages": self.messages,
         }
 
+    async def prepare(self) -> None:
+        """Create the conversations the run uses (chat: one direct conversation per pair of
+        this worker's users; group: the group, by worker 0) and send one unmeasured message in
+        each, so that the run measures conversations whose actors are already running: the
+        first message of a conversation starts its actor, which loads it from storage."""
+        if self.plan.mode == "chat":
+            pairs: list[tuple[str, str]] = []
+            for i in range(0, len(self.users) - 1, 2):
+                a, b = self.users[i], self.users[i + 1]
+                if a in self.clients and b in self.clients:
+                    pairs.append((a, b))
+            convs: dict[str, str] = {}
+            async with trio.open_nursery() as nursery:
+                for a, b in pairs:
+
+                    async def create(a: str = a, b: str = b) -> None:
+                        client = self.clients[a]
+                        info = await _retrying(lambda: client.create_direct(b))
+                        convs[a] = convs[b] = info.conv
+                        await _retrying(lambda: client.send_message(info.conv, "warm-up"))
+
+                    nursery.start_soon(create)
+            self.senders = [(self.clients[u], convs[u]) for pair in pairs for u in pair]
+        elif self.plan.mode == "group" and self.spec.index == 0:
+            from ._client import open_client
+
+            async with open_client(self.plan.url, self._sender_token()) as sender:
+                info = await _retrying(
+                    lambda: sender.create_group("loadgen", self.spec.members[1:])
+                )
+                await _retrying(lambda: sender.send_message(info.conv, "warm-up"))
+            self.group_conv = info.conv
+
+    def _sender_token(self) -> str:
+        from ._auth import mint_token
+
+        return mint_token(self.plan.secret, self.spec.members[0], "lg-sender", ttl_s=3600)
+
     async def _chat(self, start: int, end: int) -> None:
-        pairs: list[tuple[str, str]] = []
-        for i in range(0, len(self.users) - 1, 2):
-            a, b = self.users[i], self.users[i + 1]
-            if a in self.clients and b in self.clients:
-                pairs.append((a, b))
-        convs: dict[str, str] = {}
-        async with trio.open_nursery() as nursery:
-            for a, b in pairs:
-
-                async def create(a: str = a, b: str = b) -> None:
-                    info = await _retrying(lambda: self.clients[a].create_direct(b))
-                    convs[a] = convs[b] = info.conv
-
-                nursery.start_soon(create)
-        senders = [(self.clients[u], convs[u]) for pair in pairs for u in pair]
+        senders = self.senders
         if not senders:
             return
         await _sleep_until_ns(start)
@@ -618,16 +651,14 @@ class _Worker:
             await _sleep_until_ns(start + int(issued / rate * 1e9))
 
     async def _group(self, start: int, end: int) -> None:
-        from ._auth import mint_token
         from ._client import open_client
 
-        owner = self.spec.members[0]
-        token = mint_token(self.plan.secret, owner, "lg-sender", ttl_s=3600)
-        async with open_client(self.plan.url, token) as sender:
-            info = await _retrying(lambda: sender.create_group("loadgen", self.spec.members[1:]))
+        conv = self.group_conv
+        assert conv is not None  # created in prepare
+        async with open_client(self.plan.url, self._sender_token()) as sender:
             await _sleep_until_ns(start)
             async with trio.open_nursery() as nursery:
-                await self._open_loop(nursery, [(sender, info.conv)], self.plan.rate, start, end)
+                await self._open_loop(nursery, [(sender, conv)], self.plan.rate, start, end)
 
 
 async def _retrying(request: Callable[[], Awaitable[_T]], attempts: int = 30) -> _T:
