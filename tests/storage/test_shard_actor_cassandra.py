@@ -2,7 +2,7 @@
 
 The shared instance on 9042 is left alone: this test stops and starts its own instance on
 ``PARLEY_CASSANDRA_RESTART_PORT`` (default 9043) with ``.ci/cassandra``, starting it first when
-it is not running.
+it is not running, and stopping it again at the end in that case.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def drop_keyspace(keyspace: str) -> None:
 async def test_cassandra_stopped_and_restarted_under_writes() -> None:
     """While the server is down the actor fails fast (breaker open); after the restart it
     recovers by itself; every acked write is stored exactly once and seqs stay gapless."""
-    if (await cassandra("status")).returncode != 0:
+    started_here = (await cassandra("status")).returncode != 0
+    if started_here:
         started = await cassandra("start")
         if started.returncode != 0:
             require_service(f"cassandra on {PORT}", started.stderr.decode()[-300:])
@@ -110,4 +111,6 @@ async def test_cassandra_stopped_and_restarted_under_writes() -> None:
         if (await cassandra("status")).returncode != 0:
             await cassandra("start")
         await trio.to_thread.run_sync(drop_keyspace, keyspace)
+        if started_here:  # leave no private server (~600 MB) running after the run
+            await cassandra("stop")
     assert all(v == 30 for v in acked.values())
