@@ -1,14 +1,15 @@
 """A storage actor through a real Cassandra stop and restart (a second, private instance).
 
-The shared instance on 9042 is left alone: this test stops and starts its own instance on
-``PARLEY_CASSANDRA_RESTART_PORT`` (default 9043) with ``.ci/cassandra``, starting it first when
-it is not running, and stopping it again at the end in that case.
+The shared instance on 9042 is left alone: this test stops and starts its own instance with
+``.ci/cassandra`` on ``PARLEY_CASSANDRA_RESTART_PORT`` (default: the first free port from
+9043), starting it first when it is not running and stopping it at the end in that case.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,24 @@ from tests.conftest import require_service
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT = os.environ.get("PARLEY_CASSANDRA_RESTART_PORT", "9043")
+
+
+def _free_instance_port() -> str:
+    """A native-protocol port P for the private instance such that P and the ports
+    ``.ci/cassandra`` derives from it (P + 10000..10002) are all free: a server left running by
+    another checkout must not make this test fail."""
+    for port in range(9043, 9100):
+        try:
+            for candidate in (port, port + 10000, port + 10001, port + 10002):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return str(port)
+    return "9043"  # all taken: starting fails with a clear reason
+
+
+PORT = os.environ.get("PARLEY_CASSANDRA_RESTART_PORT") or _free_instance_port()
 
 
 async def cassandra(command: str) -> subprocess.CompletedProcess[bytes]:
