@@ -13,6 +13,7 @@ from actors import SpawnError
 from config import ConfigError, load_or_create_secret, load_settings
 
 from ._auth import DEFAULT_TOKEN_TTL_S, mint_token
+from ._cli_options import config_option, data_dir_option
 from ._logging import configure_logging
 from ._validate import ID_RE
 
@@ -40,19 +41,8 @@ def _identifier(ctx: click.Context, param: click.Parameter, value: str | None) -
     show_default=True,
     help="How long the token is valid, in seconds.",
 )
-@click.option(
-    "--data-dir",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The node's data directory (its secret is created there if absent).",
-)
-@click.option(
-    "--config",
-    "config_file",
-    metavar="FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The node's TOML configuration file.",
-)
+@data_dir_option("The node's data directory (its secret is created there if absent).")
+@config_option()
 def token(
     user: str, device: str | None, ttl: int, data_dir: Path | None, config_file: Path | None
 ) -> None:
@@ -74,21 +64,10 @@ def token(
 @main.command()
 @click.option("--host", metavar="H", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", metavar="P", type=click.IntRange(0, 65535), help="Port; 0 picks one.")
-@click.option(
-    "--data-dir",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data directory: secret, SQLite database, node.json (default ./parley-data).",
-)
+@data_dir_option("Data directory: secret, SQLite database, node.json (default ./parley-data).")
 @click.option("--storage", "storage_url", metavar="URL", help="Storage URL (default: SQLite).")
 @click.option("--shards", metavar="N", type=click.IntRange(min=1), help="Storage shards.")
-@click.option(
-    "--config",
-    "config_file",
-    metavar="FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML configuration file.",
-)
+@config_option("TOML configuration file.")
 def serve(
     host: str | None,
     port: int | None,
@@ -136,19 +115,8 @@ def serve(
     help="The node's WebSocket URL (default: the running node of the data directory, "
     "else ws://127.0.0.1:8765/ws).",
 )
-@click.option(
-    "--data-dir",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The node's data directory, for its secret and address (default ./parley-data).",
-)
-@click.option(
-    "--config",
-    "config_file",
-    metavar="FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The node's TOML configuration file.",
-)
+@data_dir_option("The node's data directory, for its secret and address (default ./parley-data).")
+@config_option()
 @click.option("--token", "given_token", metavar="T", help="Use this token instead of minting one.")
 def chat(
     user: str,
@@ -190,19 +158,8 @@ def _load_options(command: Callable[..., None]) -> Callable[..., None]:
                 help="The node's WebSocket URL, loopback only (default: the running node of "
                 "the data directory).",
             ),
-            click.option(
-                "--data-dir",
-                metavar="DIR",
-                type=click.Path(file_okay=False, path_type=Path),
-                help="The node's data directory, for its secret and address.",
-            ),
-            click.option(
-                "--config",
-                "config_file",
-                metavar="FILE",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                help="The node's TOML configuration file.",
-            ),
+            data_dir_option("The node's data directory, for its secret and address."),
+            config_option(),
             click.option(
                 "--workers",
                 metavar="N",

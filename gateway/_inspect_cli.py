@@ -20,6 +20,7 @@ import click
 
 from config import ConfigError, load_settings
 
+from ._cli_options import config_option, data_dir_option
 from ._inspect import (
     AdminClient,
     ConnectFailed,
@@ -110,19 +111,8 @@ def _json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     help="The admin endpoint: a Unix socket path, or HOST:PORT for TCP (default: the data "
     "directory's admin.sock, or [admin] socket).",
 )
-@click.option(
-    "--data-dir",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The node's data directory (default ./parley-data).",
-)
-@click.option(
-    "--config",
-    "config_file",
-    metavar="FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The node's TOML configuration file.",
-)
+@data_dir_option("The node's data directory (default ./parley-data).")
+@config_option()
 @click.option("--token", metavar="T", help="The [admin] token, for TCP.")
 @_json_option
 @click.pass_context
