@@ -383,6 +383,19 @@ class Node:
             if ctx._exit_waiters is not None and waiter in ctx._exit_waiters:
                 ctx._exit_waiters.remove(waiter)
 
+    def orphans(self, ref: Ref) -> list[Ref]:
+        """The actors ``ref`` spawned and was linked to when it exited with a reason other than
+        ``normal``, and that are still alive: its exit signal told them to exit, and those that
+        trap exits take their own time (a child supervisor stops its own children first), keeping
+        their names meanwhile. Empty while ``ref`` is alive. Does not checkpoint; O(orphans).
+        """
+        ctx = ref._ctx
+        if ctx._orphans is None:
+            return []
+        alive = [orphan for orphan in ctx._orphans if orphan._state < 5]
+        ctx._orphans = alive or None  # the dead ones are not kept
+        return [orphan._ref for orphan in alive]
+
     def lookup(self, pid: int) -> Ref | None:
         """The live actor with this pid, or None."""
         ctx = self._procs.get(pid)

@@ -93,6 +93,7 @@ class Context:
         "_monitors",
         "_name",
         "_node",
+        "_orphans",
         "_overflow",
         "_parent",
         "_parked",
@@ -139,6 +140,7 @@ class Context:
         self._parked: Waiter | None = None
         self._room_waiters: deque[Waiter] | None = None
         self._links: set[Context] | None = None
+        self._orphans: list[Context] | None = None  # see Node.orphans
         self._monitors: dict[MonitorRef, Context] | None = None  # monitors this actor holds
         self._monitored_by: dict[MonitorRef, Context] | None = None
         self._trap_exit = kind == _INBOX
@@ -636,11 +638,16 @@ class Context:
         propagated = KILLED if reason == KILL else reason
         starter = self._parent if silent else None
         if self._links:
+            # The linked children an abnormal exit tells to exit: its orphans (Node.orphans).
+            orphans: list[Context] | None = [] if propagated != NORMAL else None
             for other in self._links:
                 if other._links is not None:
                     other._links.discard(self)
                 if other is not starter:
                     node._queue_exit(other, self, propagated)
+                    if orphans is not None and other._parent is self:
+                        orphans.append(other)
+            self._orphans = orphans or None
         self._links = None
         if self._monitored_by:
             for mref, watcher in self._monitored_by.items():
@@ -700,11 +707,13 @@ class Context:
     def monitor(self, ref: Ref) -> MonitorRef:
         """Watch ``ref``: when it exits, a ``Down(monitor, ref, reason)`` message arrives.
 
-        Monitoring an actor that is not alive sends ``Down(..., "noproc")`` at once.
+        Monitoring an actor that has exited sends ``Down(..., "noproc")`` at once. One that is
+        still exiting (running ``terminate``, or unwinding after an exit signal) is watched as
+        usual: its ``Down`` comes once it has exited and released its name.
         """
         mref = self._node._new_monitor_ref()
         target = ref._ctx
-        if target._state >= _EXITING:
+        if target._state >= _EXITED:
             self._signal(Down(mref, ref, NOPROC))
             return mref
         if self._monitors is None:

@@ -52,6 +52,8 @@ async def receive(
                 return message
             if ctx._state >= EXITING:
                 raise NoProcError(f"{ctx._ref!r} has exited")
+            if ctx._mailbox is not None and not ctx._mailbox:
+                ctx._mailbox = None  # an empty deque is ~600 bytes: waiting actors keep none
             waiter = ctx._parked = node._backend.new_waiter()
             if timeout is not None and timer is None:
                 timer = node._timers.add(
