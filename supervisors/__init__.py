@@ -18,6 +18,7 @@ from ._dynamic import DynamicSupervisor as DynamicSupervisor
 from ._errors import AlreadyPresentError as AlreadyPresentError
 from ._errors import ChildNotFoundError as ChildNotFoundError
 from ._errors import ChildRunningError as ChildRunningError
+from ._errors import Ignore as Ignore
 from ._errors import NotAllowedError as NotAllowedError
 from ._errors import SpecError as SpecError
 from ._errors import StartChildError as StartChildError

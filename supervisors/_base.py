@@ -5,7 +5,8 @@ Follows OTP's supervisor.erl: a child's exit is checked against its restart type
 counted against the intensity first (``add_restart``), and one too many makes the supervisor stop
 its children and exit ``shutdown``; a restart whose start fails is retried through the
 supervisor's own mailbox (OTP's ``try_again_restart``), so the supervisor never blocks on it, and
-each retry counts too.
+each retry counts too. A child is started again only once the remains of its previous
+incarnation (the linked children its exit left behind, see ``_remains``) are gone.
 """
 
 from __future__ import annotations
@@ -17,12 +18,24 @@ from typing import Any
 
 import structlog
 
-from actors import SHUTDOWN, Actor, Exit, From, SpawnError, is_clean_exit
+from actors import (
+    KILL,
+    SHUTDOWN,
+    Actor,
+    Down,
+    Exit,
+    From,
+    MonitorRef,
+    Ref,
+    SpawnError,
+    is_clean_exit,
+)
 
 from ._errors import StartChildError, SupervisorError
+from ._remains import Remains, RemainsDeadline
 from ._restarts import Child, Intensity
 from ._shutdown import shutdown_child
-from ._spec import Restart, SupervisorFlags
+from ._spec import BRUTAL_KILL, INFINITY, Restart, SupervisorFlags
 
 log = structlog.get_logger("supervisors")
 
@@ -58,6 +71,7 @@ class SupervisorBase(Actor):
     _intensity: Intensity
     _rng: random.Random
     _by_pid: dict[int, Child]
+    _remains: dict[MonitorRef, Remains]
 
     def _setup(self, flags: SupervisorFlags) -> None:
         if not isinstance(flags, SupervisorFlags):
@@ -67,6 +81,7 @@ class SupervisorBase(Actor):
         self._intensity = Intensity(flags.intensity, flags.period)
         self._rng = random.Random(flags.seed)
         self._by_pid = {}
+        self._remains = {}
 
     # -- messages --
 
@@ -74,9 +89,16 @@ class SupervisorBase(Actor):
         if type(message) is Exit:
             child = self._by_pid.pop(message.ref.pid, None) if message.ref is not None else None
             if child is not None:  # exits of non-children are ignored, as in OTP
-                await self._child_exited(child, message.reason)
+                assert message.ref is not None
+                await self._child_exited(child, message.ref, message.reason)
         elif type(message) is RestartDue:
             await self._restart_due(message)
+        elif type(message) is Down:
+            remains = self._remains.pop(message.monitor, None)
+            if remains is not None:
+                self._remains_exited(remains, message)
+        elif type(message) is RemainsDeadline:
+            self._remains_deadline(message.remains)
         else:
             log.warning("supervisor_unexpected_message", message=repr(message)[:200])
 
@@ -93,10 +115,11 @@ class SupervisorBase(Actor):
 
     # -- exits and restarts --
 
-    async def _child_exited(self, child: Child, reason: object) -> None:
+    async def _child_exited(self, child: Child, ref: Ref, reason: object) -> None:
         child.ref = None
         child.last_reason = reason
         child.last_exit_at = self.ctx.node.now()
+        self._watch_remains(child, ref)
         restart = child.spec.restart
         if restart is Restart.TEMPORARY:
             self._forget(child)
@@ -167,7 +190,96 @@ class SupervisorBase(Actor):
         child.ref = None
         child.last_reason = reason
         child.last_exit_at = self.ctx.node.now()
+        self._watch_remains(child, ref)  # a child killed at its deadline may leave some
         return reason
+
+    # -- remains: the orphans of a child's previous incarnation --
+
+    def _watch_remains(self, child: Child, ref: Ref) -> None:
+        """Monitor the orphans ``ref`` left (``Node.orphans``) as ``child``'s remains, with the
+        child's ``shutdown`` as their deadline (``BRUTAL_KILL``: killed at once)."""
+        orphans = self.ctx.node.orphans(ref)
+        if not orphans:
+            return
+        remains = child.remains
+        if remains is None:
+            remains = child.remains = Remains(child)
+            shutdown = child.spec.shutdown
+            if shutdown is BRUTAL_KILL:
+                remains.killing = True
+            elif shutdown is not None and shutdown != INFINITY:
+                remains.timer = self.ctx.send_after(
+                    float(shutdown),  # type: ignore[arg-type]
+                    self.ref,
+                    RemainsDeadline(remains),
+                )
+        for orphan in orphans:
+            self._watch(remains, orphan)
+
+    def _watch(self, remains: Remains, ref: Ref) -> None:
+        mref = self.ctx.monitor(ref)
+        self._remains[mref] = remains
+        remains.watched[mref] = ref
+        if remains.killing:
+            self.ctx.exit(ref, KILL)
+
+    def _remains_exited(self, remains: Remains, down: Down) -> None:
+        """One of ``remains`` exited: watch its own orphans in turn; once none is left, send the
+        start that waits for them (when all its children are free of remains)."""
+        remains.watched.pop(down.monitor, None)
+        for orphan in self.ctx.node.orphans(down.ref):
+            self._watch(remains, orphan)
+        if remains.watched:
+            return
+        if remains.timer is not None:
+            remains.timer.cancel()
+        child = remains.child
+        if child.remains is remains:
+            child.remains = None
+        due = remains.due
+        if due is not None and all(c.remains is None for c in due.children):
+            self.ref.send(due)
+
+    def _remains_deadline(self, remains: Remains) -> None:
+        if not remains.watched:
+            return
+        log.warning(
+            "supervisor_killed_remains",
+            supervisor=repr(self.ref),
+            child=repr(remains.child.spec.id),
+            remaining=len(remains.watched),
+        )
+        remains.killing = True
+        for ref in list(remains.watched.values()):
+            self.ctx.exit(ref, KILL)
+
+    def _wait_for_remains(self, children: Sequence[Child]) -> bool:
+        """Whether some of ``children`` (to be started, in order) still have remains: then all
+        of them start once those are gone (a RestartDue that costs no intensity)."""
+        if not any(child.remains is not None for child in children):
+            return False
+        due = RestartDue(tuple(children), retry=False)
+        for child in children:
+            child.pending = due
+            if child.remains is not None:
+                child.remains.due = due
+        return True
+
+    async def _kill_remains(self) -> None:
+        """Stopping: kill whatever remains of the children's previous incarnations and wait
+        until it is gone, so that this supervisor leaves nothing behind. Checkpoints."""
+        node = self.ctx.node
+        refs = [ref for remains in set(self._remains.values()) for ref in remains.watched.values()]
+        for remains in set(self._remains.values()):
+            if remains.timer is not None:
+                remains.timer.cancel()
+        self._remains.clear()
+        while refs:
+            ref = refs.pop()
+            if ref.alive:
+                self.ctx.exit(ref, KILL)
+                await node.wait_exit(ref)
+            refs.extend(node.orphans(ref))
 
     async def _give_up(self, child: Child, reason: object) -> None:
         log.error(
@@ -179,10 +291,12 @@ class SupervisorBase(Actor):
             period=self.flags.period,
         )
         await self._stop_all()
+        await self._kill_remains()
         self.stop(SHUTDOWN)
 
     async def terminate(self, reason: object) -> None:
         await self._stop_all()
+        await self._kill_remains()
 
     # -- what each kind defines --
 

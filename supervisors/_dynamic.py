@@ -8,7 +8,7 @@ from typing import Any
 from actors import Ref
 
 from ._base import SupervisorBase
-from ._errors import ChildNotFoundError, NotAllowedError, SpecError
+from ._errors import ChildNotFoundError, NotAllowedError, SpecError, StartChildError, ignored
 from ._restarts import Child, ChildCounts, ChildInfo, child_info
 from ._shutdown import shutdown_children
 from ._spec import ChildSpec, ChildType, SupervisorFlags
@@ -59,9 +59,15 @@ class DynamicSupervisor(SupervisorBase):
 
     async def _start_group(self, children: Sequence[Child]) -> None:
         for child in children:
+            if self._wait_for_remains((child,)):
+                self._restarting.add(child)  # started once its remains are gone
+                continue
             try:
                 await self._start_child(child)
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, StartChildError) and ignored(exc):
+                    self._restarting.discard(child)  # OTP's ignore: no restart, no failure
+                    continue
                 self._restarting.add(child)
                 self._schedule((child,), child, retry=True)
             else:

@@ -30,6 +30,22 @@ class NotAllowedError(SupervisorError):
     dynamic supervisor, OTP's ``{error, simple_one_for_one}``), or the child cap is reached."""
 
 
+class Ignore(Exception):
+    """Raised from a child's ``init`` to not start it: OTP's ``ignore`` return.
+
+    A restart that meets it leaves the child not running without counting a failure or
+    retrying: a dynamic supervisor forgets the child, a static one keeps its spec with no
+    process (as OTP does). ``start_child`` raises :class:`StartChildError` with it as the
+    ``reason``. Use it when the child finds that its job is already done elsewhere, e.g. a
+    registered name already held by a newer incarnation started on demand.
+    """
+
+
+def ignored(exc: StartChildError) -> bool:
+    """Whether a failed start was the child's :class:`Ignore`."""
+    return isinstance(exc.reason, Ignore)
+
+
 class StartChildError(SupervisorError):
     """Starting a child failed; ``reason`` is its init failure (also chained)."""
 

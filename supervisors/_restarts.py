@@ -43,6 +43,7 @@ class Child:
         "last_reason",
         "pending",
         "ref",
+        "remains",
         "restarts",
         "spec",
         "started_at",
@@ -57,7 +58,8 @@ class Child:
         self.last_exit_at: float | None = None
         self.started_at: float | None = None
         self.backoff_attempt = 0
-        self.pending: Any = None  # a Timer while a backoff restart is scheduled
+        self.pending: Any = None  # the RestartDue while a (re)start is scheduled
+        self.remains: Any = None  # a _remains.Remains while its last incarnation's orphans live
 
     @property
     def status(self) -> str:

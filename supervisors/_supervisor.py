@@ -12,6 +12,7 @@ from ._errors import (
     ChildRunningError,
     SpecError,
     StartChildError,
+    ignored,
 )
 from ._restarts import Child, ChildCounts, ChildInfo, child_info
 from ._spec import ChildSpec, ChildType, Restart, Strategy, SupervisorFlags
@@ -67,7 +68,9 @@ class Supervisor(SupervisorBase):
         for child in self._children:
             try:
                 await self._start_child(child)
-            except StartChildError:
+            except StartChildError as exc:
+                if ignored(exc):  # OTP's ignore: the child stays, not running; no retry
+                    continue
                 for done in reversed(started):
                     await self._stop_child(done)
                 raise
@@ -97,12 +100,16 @@ class Supervisor(SupervisorBase):
             await self._start_group(group)
 
     async def _start_group(self, children: Sequence[Child]) -> None:
+        if self._wait_for_remains([c for c in children if c.ref is None and self._owns(c)]):
+            return  # started once the remains of their previous incarnations are gone
         for child in children:
             if child.ref is not None or not self._owns(child):
                 continue
             try:
                 await self._start_child(child)
-            except StartChildError:
+            except StartChildError as exc:
+                if ignored(exc):  # OTP's ignore: the child stays, not running; no retry
+                    continue
                 # OTP's try_again_restart: one_for_all restarts the whole group again; for
                 # rest_for_one the failed child and those after it (none of which started).
                 retry = list(children)
