@@ -1,7 +1,8 @@
 """Parley's storage layer: records, the shard ring, backend URLs and the per-shard backends.
 
 One ``StorageShard`` actor per shard (group commit, read pool, bounded queue, circuit breaker)
-under a ``StorageSupervisor``; ``Storage`` is the facade the chat actors call.
+under a ``StorageSupervisor``; ``Storage`` is the facade the chat actors call; ``Failpoints``
+crash the shard actors on purpose, for chaos tests.
 """
 
 from ._backend import Backend as Backend
@@ -14,6 +15,12 @@ from ._errors import SchemaMismatch as SchemaMismatch
 from ._errors import SeqConflict as SeqConflict
 from ._errors import StorageError as StorageError
 from ._errors import Unavailable as Unavailable
+from ._failpoints import FAILPOINTS as FAILPOINTS
+from ._failpoints import STORAGE_AFTER_COMMIT as STORAGE_AFTER_COMMIT
+from ._failpoints import STORAGE_AFTER_REPLY as STORAGE_AFTER_REPLY
+from ._failpoints import FailpointCrash as FailpointCrash
+from ._failpoints import Failpoints as Failpoints
+from ._failpoints import FailpointState as FailpointState
 from ._records import AppendResult as AppendResult
 from ._records import Conversation as Conversation
 from ._records import ConversationKind as ConversationKind

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import anyio
 
 from ._records import AppendResult, Conversation, Message, Role, UserConversation
 
@@ -74,6 +76,18 @@ class Backend(ABC):
     async def last_seq(self, conv: str) -> int:
         """The highest stored seq of ``conv``, 0 when it has no messages."""
 
+    async def find_messages(
+        self, conv: str, keys: Sequence[tuple[str, str]]
+    ) -> list[Message] | None:
+        """The stored messages of ``conv`` whose ``(sender, cmid)`` is among ``keys``, in no
+        particular order; None when this backend cannot look messages up by key (the default).
+
+        A writer that batches several new messages of one conversation asks this first: a
+        resend in the batch would be answered as a duplicate and leave its seq unused, a gap.
+        """
+        await anyio.lowlevel.checkpoint()
+        return None
+
     # -- conversations (conversation's shard) ------------------------------------------------
 
     @abstractmethod
@@ -123,6 +137,11 @@ class Backend(ABC):
         """The user's conversations with read and per-device delivered watermarks, by conv id."""
 
     @abstractmethod
+    async def users_conversations(self, users: Sequence[str]) -> dict[str, list[UserConversation]]:
+        """``user_conversations`` of many users in one round trip: user → their list (empty for
+        a user with none), for every user asked."""
+
+    @abstractmethod
     async def advance_delivered(self, user: str, device: str, conv: str, seq: int) -> int:
         """Move the device's delivered watermark for ``conv`` up to ``seq``; never backwards.
 
@@ -140,6 +159,12 @@ class Backend(ABC):
     @abstractmethod
     async def touch_user(self, user: str, last_seen_ts: int) -> None:
         """Record that the user was seen at ``last_seen_ts`` (ms); an older time is ignored."""
+
+    @abstractmethod
+    async def touch_users(self, seen: Mapping[str, int]) -> None:
+        """Record many users' last-seen times (user → ms) in one round trip (one transaction
+        where the database has them); for each user an older time than the stored one is
+        ignored. An empty mapping does nothing."""
 
     @abstractmethod
     async def last_seen(self, user: str) -> int | None:

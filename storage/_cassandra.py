@@ -33,7 +33,7 @@ None: statements are built with only the columns that have values.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -355,6 +355,31 @@ class CassandraBackend(Backend):
                 out.append(AppendResult(m, duplicate=False))
         return out
 
+    async def find_messages(self, conv: str, keys: Sequence[tuple[str, str]]) -> list[Message]:
+        """The stored messages of ``conv`` among ``keys`` (``(sender, cmid)``): each key's claim
+        in ``message_dedupe``, kept when the message at the claimed seq has the claimed id (a
+        claim without it is an orphan: not stored). Two reads per key, in parallel."""
+        if not keys:
+            await anyio.lowlevel.checkpoint()
+            return []
+        ks = self._ks
+        claims = await self._all(
+            f'SELECT seq, id FROM "{ks}".message_dedupe WHERE conv = ? AND sender = ? AND cmid = ?',
+            [(conv, sender, cmid) for sender, cmid in keys],
+        )
+        held = [(rows[0]["seq"], rows[0]["id"]) for rows in claims if rows]
+        if not held:
+            return []
+        found = await self._all(
+            f'SELECT * FROM "{ks}".messages WHERE conv = ? AND bucket = ? AND seq = ?',
+            [(conv, _bucket(seq), seq) for seq, _ in held],
+        )
+        return [
+            _to_message(rows[0])
+            for (_, id0), rows in zip(held, found, strict=True)
+            if rows and rows[0]["id"] == id0
+        ]
+
     async def _check_slots(self, new: list[Message]) -> None:
         groups: dict[tuple[str, int], list[Message]] = {}
         for m in new:
@@ -593,6 +618,25 @@ class CassandraBackend(Backend):
             if r["joined"]
         ]
 
+    async def users_conversations(self, users: Sequence[str]) -> dict[str, list[UserConversation]]:
+        """One query per user (a user's list is one partition), all in flight at once."""
+        wanted = list(dict.fromkeys(users))
+        if not wanted:
+            return {}
+        rows = await self._all(
+            f'SELECT conv, joined, read_seq, delivered FROM "{self._ks}".user_conversations '
+            f"WHERE user_id = ?",
+            [(user,) for user in wanted],
+        )
+        return {
+            user: [
+                UserConversation(r["conv"], r["read_seq"] or 0, dict(r["delivered"] or {}))
+                for r in found
+                if r["joined"]
+            ]
+            for user, found in zip(wanted, rows, strict=True)
+        }
+
     async def advance_delivered(self, user: str, device: str, conv: str, seq: int) -> int:
         ks = self._ks
         rows = await self._q(
@@ -641,6 +685,16 @@ class CassandraBackend(Backend):
             last_seen_ts,
             last_seen_ts * 1000,
         )
+
+    async def touch_users(self, seen: Mapping[str, int]) -> None:
+        """One write per user, all in flight at once (each a single-partition insert; the
+        write timestamp keeps the latest time)."""
+        if seen:
+            await self._all(
+                f'INSERT INTO "{self._ks}".users (user_id, last_seen_ts) VALUES (?, ?) '
+                f"USING TIMESTAMP ?",
+                [(user, ts, ts * 1000) for user, ts in seen.items()],
+            )
 
     async def last_seen(self, user: str) -> int | None:
         rows = await self._q(f'SELECT last_seen_ts FROM "{self._ks}".users WHERE user_id = ?', user)

@@ -21,6 +21,7 @@ then one ``ping`` probes the database (half-open) and its success closes the bre
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from actors import NOREPLY, Actor, Context, Exit, From, Ref
 
 from ._backend import Backend
 from ._errors import StorageError, Unavailable
+from ._failpoints import STORAGE_AFTER_COMMIT, STORAGE_AFTER_REPLY, Failpoints
 from ._records import AppendResult, Message
 from ._sharded import backend_from_url
 
@@ -62,9 +64,11 @@ READ_OPS: Final = frozenset(
         "messages_after",
         "messages_before",
         "last_seq",
+        "find_messages",
         "get_conversation",
         "find_direct",
         "user_conversations",
+        "users_conversations",
         "last_seen",
     }
 )
@@ -79,6 +83,7 @@ WRITE_OPS: Final = frozenset(
         "advance_delivered",
         "advance_read",
         "touch_user",
+        "touch_users",
     }
 )
 _POOL_OPS: Final = READ_OPS | WRITE_OPS
@@ -111,6 +116,14 @@ class _Committed:
     outcomes: tuple[list[AppendResult] | BaseException, ...]  # one per writer, in order
     seconds: float
     ok: bool  # the database answered (False: Unavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    pass  # the committer has handed its transaction to the backend
+
+
+_STARTED: Final = _Started()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +177,10 @@ async def _committer(ctx: Context, backend: Backend, shard: Ref) -> None:
             message = await ctx.receive()
             if type(message) is _Commit:
                 started = now()
+                # The shard sees this only once we wait inside the backend call, by when
+                # the transaction is on its way (queued for the SQLite writer's thread, or
+                # submitted to the bridge): it answers the previous batch's writers then.
+                shard.send(_STARTED)
                 outcomes, ok = await _commit(backend, message.batch)
                 shard.send(_Committed(outcomes, now() - started, ok))
             elif type(message) is _Ping:
@@ -253,7 +270,9 @@ class ShardOptions:
     concurrently (8). ``breaker_threshold``: consecutive ``Unavailable`` failures that open the
     circuit breaker (3). ``breaker_cooldown``: seconds it stays open before the first probe
     (1.0); each failed probe doubles it, up to ``breaker_max_cooldown`` (30.0).
-    ``name_prefix``: the actor registers as ``f"{name_prefix}.{index}"``.
+    ``name_prefix``: the actor registers as ``f"{name_prefix}.{index}"``. ``failpoints``: the
+    node's :class:`storage.Failpoints` (``storage.after_commit``, ``storage.after_reply``), for
+    chaos tests; None (the default) has none.
 
     Raises ``ValueError`` for a count below 1 or cool-downs out of order.
     """
@@ -265,6 +284,7 @@ class ShardOptions:
     breaker_cooldown: float = 1.0
     breaker_max_cooldown: float = 30.0
     name_prefix: str = "storage.shard"
+    failpoints: Failpoints | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for field in ("max_batch", "max_queue", "readers", "breaker_threshold"):
@@ -313,6 +333,7 @@ class StorageShard(Actor):
         self.breaker_threshold = options.breaker_threshold
         self.breaker_cooldown = options.breaker_cooldown
         self.breaker_max_cooldown = options.breaker_max_cooldown
+        self._failpoints = options.failpoints
         readers = options.readers
         name_prefix = options.name_prefix
         backend = backend_from_url(url) if isinstance(url, str) else url()
@@ -335,6 +356,8 @@ class StorageShard(Actor):
         self._pending_msgs = 0
         self._in_flight: tuple[_Writer, ...] = ()
         self._in_flight_msgs = 0
+        # a committed batch whose writers are answered when the next transaction has started
+        self._answering: tuple[tuple[_Writer, ...], tuple[Any, ...]] | None = None
         self._probing = False
         # appends' deadlines: one timer, armed for the earliest
         self._deadline_at = math.inf
@@ -439,15 +462,15 @@ class StorageShard(Actor):
         self._committer.send(_Commit(tuple(w.messages for w in taken)))
 
     def _on_committed(self, done: _Committed) -> None:
+        failpoints = self._failpoints
+        if failpoints is not None and done.ok:
+            # Crashing here leaves the batch in flight: terminate() tells its writers
+            # Unavailable, though their messages are committed.
+            failpoints.fire(STORAGE_AFTER_COMMIT)
         writers = self._in_flight
         self._in_flight = ()
         count = self._in_flight_msgs
         self._in_flight_msgs = 0
-        for writer, outcome in zip(writers, done.outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                writer.from_.reply(Failure(outcome))
-            else:
-                writer.from_.reply(outcome)
         if done.ok:
             self._commits += 1
             self._committed_msgs += count
@@ -459,7 +482,34 @@ class StorageShard(Actor):
             self._failed_commits += 1
             self._failed()
         if self._pending and self._breaker == "closed":
+            # Start the next transaction first, and answer these writers once it is on its way
+            # (_Started): woken now, their next calls would run before the committer does.
+            self._answering = (writers, done.outcomes)
             self._dispatch_commit()
+        else:
+            self._answer(writers, done.outcomes)
+
+    def _answer(
+        self,
+        writers: tuple[_Writer, ...],
+        outcomes: tuple[list[AppendResult] | BaseException, ...],
+        *,
+        failpoint: bool = True,
+    ) -> None:
+        committed = False
+        for writer, outcome in zip(writers, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                writer.from_.reply(Failure(outcome))
+            else:
+                writer.from_.reply(outcome)
+                committed = True
+        if committed and failpoint and self._failpoints is not None:
+            self._failpoints.fire(STORAGE_AFTER_REPLY)  # the writers have their answers
+
+    def _on_started(self, *, failpoint: bool = True) -> None:
+        answering, self._answering = self._answering, None
+        if answering is not None:
+            self._answer(*answering, failpoint=failpoint)
 
     # -- deadlines ------------------------------------------------------------------------------
 
@@ -556,6 +606,8 @@ class StorageShard(Actor):
         kind = type(message)
         if kind is _Committed:
             self._on_committed(message)
+        elif kind is _Started:
+            self._on_started()
         elif kind is _JobDone:
             if message.unavailable:
                 self._failed()
@@ -578,6 +630,7 @@ class StorageShard(Actor):
             log.warning("storage_unexpected_info", shard=self.index, message=repr(message)[:200])
 
     def terminate(self, reason: object) -> None:
+        self._on_started(failpoint=False)  # a committed batch not answered yet: it stands
         error = Unavailable(f"storage shard {self.index} stopped ({reason!r})", retry_after=0.1)
         for writer in (*self._in_flight, *self._pending):
             writer.from_.reply(Failure(error))

@@ -7,14 +7,17 @@ submits one coroutine there and translates driver errors at that boundary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import asyncpg
 from sqlalchemy import (
     Row,
     String,
@@ -39,6 +42,7 @@ from ._backend import Backend
 from ._bridge import AsyncioBridge
 from ._errors import SchemaMismatch, SeqConflict, StorageError, Unavailable
 from ._records import AppendResult, Conversation, Message, Role, UserConversation, direct_key
+from ._sqlite_writer import SqliteWriter
 from ._url import PostgresUrl, SqliteUrl
 
 __all__ = ["SqlBackend"]
@@ -63,12 +67,12 @@ _SQLITE_POOL_SIZE = 12
 _Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
 
 _MESSAGE_COLUMNS = "conv, seq, id, sender, cmid, kind, body, body_is_text, ts"
-_SQLITE_INSERT = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
-_SQLITE_ADVANCE_LAST_SEQ = "UPDATE conversations SET last_seq = ? WHERE conv = ? AND last_seq < ?"
-_PG_INSERT = f"""\
+
+
+def _pg_insert(returning: str, select: str) -> str:
+    """A batch of messages in one statement: unnest the column arrays ($1..$9), skip rows that
+    conflict, raise each touched conversation's ``last_seq``; then ``select`` over ``ins``."""
+    return f"""\
 WITH ins AS (
     INSERT INTO messages ({_MESSAGE_COLUMNS})
     SELECT * FROM unnest(
@@ -76,18 +80,30 @@ WITH ins AS (
         $7::bytea[], $8::boolean[], $9::bigint[]
     )
     ON CONFLICT DO NOTHING
-    RETURNING id, conv, seq
+    RETURNING {returning}
 ), top AS (
     SELECT conv, max(seq) AS seq FROM ins GROUP BY conv
 ), advanced AS (
     UPDATE conversations SET last_seq = top.seq FROM top
     WHERE conversations.conv = top.conv AND conversations.last_seq < top.seq
 )
-SELECT id FROM ins"""
+{select}"""
 
 
-class _Shortfall(Exception):
-    """The fast path inserted fewer rows than it was given: roll back and take the exact one."""
+_PG_INSERT = _pg_insert("id, conv, seq", "SELECT id FROM ins")
+#: The same insert for a batch of new messages, in one autocommit statement: the final SELECT
+#: divides by zero unless every row went in ($10 rows), which aborts (rolls back) the whole
+#: statement; the batch then takes the exact path (``_PG_INSERT`` in a transaction, then the
+#: look-ups).
+_PG_APPEND_NEW = _pg_insert("conv, seq", "SELECT 1 / (count(*) = $10)::int FROM ins")
+#: asyncpg errors that mean the connection is gone (or unusable): Unavailable, reconnect.
+_PG_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # e.g. pg_terminate_backend
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 def _to_message(row: Row[Any]) -> Message:
@@ -128,6 +144,80 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
     return (m.conv, m.seq, m.id, m.sender, m.cmid, m.kind, body, is_text, m.ts)
 
 
+def _sqlite_append_new(
+    db: sqlite3.Connection, batch: Sequence[Message]
+) -> list[AppendResult] | None:
+    """Append a batch of new messages in one transaction, in the ``SqliteWriter``'s thread.
+
+    The rows go in as multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements (which ignore
+    a row on any of the three unique keys) of power-of-two sizes up to 64 rows, and
+    ``last_seq`` moves with ``UPDATE ... FROM (VALUES ...)`` the same way: about a dozen
+    statements for 500 messages rather than one per row, because ``sqlite3`` gives up the GIL
+    for each step and must take it back, waiting behind the node's loop if that holds it.
+    Returns the results, or None, having rolled back, when the batch does not go in whole (a
+    key twice in it, a resend, a seq conflict): ``SqlBackend._append`` then finds out which.
+    """
+    if len({(m.conv, m.sender, m.cmid) for m in batch}) != len(batch):
+        return None
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for chunk in _pow2_chunks(batch):
+            params: list[Any] = []
+            for m in chunk:
+                params.extend(_message_tuple(m))
+            if db.execute(_sqlite_insert_sql(len(chunk)), params).rowcount != len(chunk):
+                db.execute("ROLLBACK")
+                return None
+        top = list(_top_seqs(batch).items())
+        if _UPDATE_FROM:
+            for part in _pow2_chunks(top):
+                db.execute(_sqlite_advance_sql(len(part)), [v for row in part for v in row])
+        else:  # pragma: no cover - SQLite before 3.33
+            db.executemany(_SQLITE_ADVANCE_LAST_SEQ, [(seq, conv, seq) for conv, seq in top])
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return [AppendResult(m, False) for m in batch]
+
+
+#: Rows per multi-row statement: 9 x 64 = 576 parameters, under SQLite's oldest limit (999).
+_MAX_CHUNK = 64
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
+_SQLITE_ADVANCE_LAST_SEQ = "UPDATE conversations SET last_seq = ? WHERE conv = ? AND last_seq < ?"
+
+
+def _pow2_chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in consecutive slices of power-of-two lengths, largest first, at most
+    ``_MAX_CHUNK``: few statements per batch, and few distinct ones to prepare and cache."""
+    out = []
+    i, n = 0, len(items)
+    size = _MAX_CHUNK
+    while i < n:
+        while size > n - i:
+            size //= 2
+        out.append(items[i : i + size])
+        i += size
+    return out
+
+
+@functools.cache
+def _sqlite_insert_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
+
+
+@functools.cache
+def _sqlite_advance_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?)"] * rows)
+    return (
+        f"UPDATE conversations SET last_seq = t.column2 FROM (VALUES {values}) AS t "
+        "WHERE conversations.conv = t.column1 AND conversations.last_seq < t.column2"
+    )
+
+
 def _top_seqs(messages: Sequence[Message]) -> dict[str, int]:
     top: dict[str, int] = {}
     for m in messages:
@@ -146,8 +236,22 @@ async def _find_stored(
     """
     m_ = s.messages.c
     missing = [m for m in candidates if m.id not in inserted]
+    stored = await _stored_by_key(conn, [(m.conv, m.sender, m.cmid) for m in missing])
+    for lost in missing:
+        if (lost.conv, lost.sender, lost.cmid) in stored:
+            continue
+        holder = await conn.scalar(select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq))
+        if holder != lost.id:
+            raise SeqConflict(lost.conv, lost.seq, holder)
+        raise StorageError(f"message id {lost.id!r} is already used")
+    return stored
+
+
+async def _stored_by_key(conn: AsyncConnection, wanted: Sequence[_Key]) -> dict[_Key, Message]:
+    """The stored messages among the keys ``wanted``, by key."""
+    m_ = s.messages.c
     stored: dict[_Key, Message] = {}
-    for chunk in _chunks([(m.conv, m.sender, m.cmid) for m in missing]):
+    for chunk in _chunks(wanted):
         # A join with a VALUES list, not a row-value IN: SQLite scans the whole table for the
         # latter, but searches the unique index for the join.
         keys = (
@@ -162,13 +266,6 @@ async def _find_stored(
         )
         for row in rows:
             stored[(row.conv, row.sender, row.cmid)] = _to_message(row)
-    for lost in missing:
-        if (lost.conv, lost.sender, lost.cmid) in stored:
-            continue
-        holder = await conn.scalar(select(m_.id).where(m_.conv == lost.conv, m_.seq == lost.seq))
-        if holder != lost.id:
-            raise SeqConflict(lost.conv, lost.seq, holder)
-        raise StorageError(f"message id {lost.id!r} is already used")
     return stored
 
 
@@ -191,6 +288,10 @@ class SqlBackend(Backend):
         self._bridge = bridge or AsyncioBridge.shared()
         self._engine: AsyncEngine | None = None
         self._acquired = False
+        self._writer: SqliteWriter | None = None  # SQLite: the append path's own connection
+        # PostgreSQL: the append path's connection, checked out of the pool and kept
+        self._pg_held: tuple[AsyncConnection, Any] | None = None
+        self._pg_busy = False
         self._insert = sqlite.insert if isinstance(url, SqliteUrl) else postgresql.insert
 
     def __repr__(self) -> str:
@@ -214,15 +315,18 @@ class SqlBackend(Backend):
             if exc.connection_invalidated:
                 raise Unavailable(f"{self.url.redacted()}: connection lost: {_short(exc)}") from exc
             raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
-        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
-            # The fast append path runs statements on the driver's connection directly.
-            raise Unavailable(f"{self.url.redacted()}: {_short(exc)}") from exc
         except sqlite3.Error as exc:
-            raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
+            raise self._sqlite_error(exc) from exc
         except sa_exc.TimeoutError as exc:
             raise Unavailable(f"{self.url.redacted()}: no free connection: {exc}") from exc
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"{self.url.redacted()}: {exc!r}") from exc
+
+    def _sqlite_error(self, exc: sqlite3.Error) -> StorageError:
+        # The SQLite append path runs statements on a stdlib connection of its own.
+        if isinstance(exc, (sqlite3.OperationalError, sqlite3.InterfaceError)):
+            return Unavailable(f"{self.url.redacted()}: {_short(exc)}")
+        return StorageError(f"{self.url.redacted()}: {_short(exc)}")
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -247,6 +351,20 @@ class SqlBackend(Backend):
         self._acquired = True
         try:
             await self._bridge.run(self._translated, self._open)
+            if isinstance(self.url, SqliteUrl):
+                writer = SqliteWriter(
+                    self.url.path,
+                    synchronous=self.url.synchronous,
+                    busy_timeout_ms=self.url.busy_timeout_ms,
+                )
+                self._writer = writer
+                try:
+                    await writer.open()
+                except sqlite3.Error as exc:
+                    raise Unavailable(
+                        f"cannot open {self.name} at {self.url.redacted()}: {_short(exc)}",
+                        retry_after=1.0,
+                    ) from exc
         except BaseException:
             await self.aclose()
             raise
@@ -327,9 +445,14 @@ class SqlBackend(Backend):
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None
         acquired, self._acquired = self._acquired, False
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.aclose()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_DEADLINE):
             try:
                 if engine is not None:
+                    if self._pg_held is not None:
+                        await self._bridge.run(self._release_pg_appender, False)
                     await self._bridge.run(engine.dispose)
             finally:
                 if acquired:
@@ -347,7 +470,104 @@ class SqlBackend(Backend):
     async def append_messages(self, batch: Sequence[Message]) -> list[AppendResult]:
         if not batch:
             return []
+        writer = self._writer
+        if writer is not None:
+            try:
+                done = await writer.run(_sqlite_append_new, batch)
+            except sqlite3.Error as exc:
+                raise self._sqlite_error(exc) from exc
+            if done is not None:
+                return done
+        elif self.name == "postgresql":
+            return await self._call(self._append_postgres, batch)
         return await self._call(self._append, list(batch))
+
+    async def _append_postgres(self, batch: Sequence[Message]) -> list[AppendResult]:
+        """One round trip for a batch of new messages (``_PG_APPEND_NEW``), else the exact
+        path; on the bridge loop. The statement runs on a connection kept for appends (the
+        shard's committer is its one user), or, while that is busy with a concurrent call, on
+        one from the pool."""
+        if len({(m.conv, m.sender, m.cmid) for m in batch}) == len(batch):
+            columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+            for m in batch:
+                for column_, value in zip(columns, _message_tuple(m), strict=True):
+                    column_.append(value)
+            if self._pg_busy:
+                assert self._engine is not None
+                async with self._engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    done = await self._pg_append_new(driver, columns, len(batch), held=False)
+            else:
+                self._pg_busy = True
+                try:
+                    driver = await self._pg_appender()
+                    done = await self._pg_append_new(driver, columns, len(batch), held=True)
+                finally:
+                    self._pg_busy = False
+            if done:
+                return [AppendResult(m, False) for m in batch]
+        return await self._append(list(batch))
+
+    async def _pg_append_new(
+        self, db: Any, columns: tuple[list[Any], ...], count: int, *, held: bool
+    ) -> bool:
+        """Run ``_PG_APPEND_NEW``; False if the batch did not go in whole (nothing committed).
+
+        Raises ``Unavailable`` if the connection is gone (a held one is then dropped),
+        ``StorageError`` if the server rejects a row or asyncpg cannot encode one.
+        """
+        try:
+            await db.fetchval(_PG_APPEND_NEW, *columns, count)
+        except asyncpg.DivisionByZeroError:
+            return False
+        except Exception as exc:
+            # asyncpg's client-side DataError is an InterfaceError and a ValueError: a row it
+            # could not encode, like a row the server rejected, is a StorageError.
+            if db.is_closed() or (
+                isinstance(exc, _PG_CONNECTION_ERRORS) and not isinstance(exc, ValueError)
+            ):
+                if held:
+                    await self._release_pg_appender(True)
+                raise Unavailable(f"{self.url.redacted()}: {_short(exc)}") from exc
+            if isinstance(exc, asyncpg.PostgresError | ValueError):
+                raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
+            raise
+        except BaseException:
+            # Cancelled mid-statement: start the next call on a fresh connection.
+            if held:
+                await self._release_pg_appender(True)
+            raise
+        return True
+
+    async def _pg_appender(self) -> Any:
+        """The asyncpg connection appends use, checked out once (pre-pinged) and kept while it
+        lives; a closed one is replaced."""
+        held = self._pg_held
+        if held is not None:
+            if not held[1].is_closed():
+                return held[1]
+            await self._release_pg_appender(True)
+        assert self._engine is not None
+        conn = await self._engine.connect()
+        try:
+            driver = (await conn.get_raw_connection()).driver_connection
+        except BaseException:
+            await conn.close()
+            raise
+        self._pg_held = (conn, driver)
+        return driver
+
+    async def _release_pg_appender(self, invalidate: bool) -> None:
+        held, self._pg_held = self._pg_held, None
+        if held is None:
+            return
+        conn = held[0]
+        try:
+            if invalidate:
+                await conn.invalidate()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _append(self, batch: list[Message]) -> list[AppendResult]:
         first: dict[_Key, int] = {}
@@ -372,25 +592,10 @@ class SqlBackend(Backend):
     async def _store_sqlite(self, candidates: list[Message]) -> dict[_Key, Message]:
         """Insert ``candidates`` (distinct keys); return the already stored ones by key.
 
-        The fast path is two ``executemany`` calls on the driver's connection, one thread hop
-        each, with no per-row work in SQLAlchemy: the ``INSERT ... ON CONFLICT DO NOTHING``
-        (which ignores a row on any of the three unique keys) and the ``last_seq`` update. Its
-        change count says whether every row went in; if not (a resend, or a seq conflict), the
-        transaction is rolled back and redone by ``_store_exact``, which finds out which.
+        The exact path, taken when ``_sqlite_append_new`` found a batch that does not go in
+        whole (a resend, or a seq conflict): ``RETURNING`` names the rows inserted, and only
+        the others are looked up.
         """
-        rows = [_message_tuple(m) for m in candidates]
-        advance = [(seq, conv, seq) for conv, seq in _top_seqs(candidates).items()]
-        try:
-            async with self._write() as conn:
-                db = (await conn.get_raw_connection()).driver_connection
-                assert db is not None
-                cursor = await db.executemany(_SQLITE_INSERT, rows)
-                if cursor.rowcount != len(rows):
-                    raise _Shortfall
-                await db.executemany(_SQLITE_ADVANCE_LAST_SEQ, advance)
-            return {}
-        except _Shortfall:
-            pass
         async with self._write() as conn:
             stmt = self._insert(s.messages).on_conflict_do_nothing().returning(s.messages.c.id)
             result = await conn.execute(stmt, [_message_row(m) for m in candidates])
@@ -456,6 +661,19 @@ class SqlBackend(Backend):
             async with self._read() as conn:
                 return await _last_seq(conn, conv)
 
+        return await self._call(go)
+
+    async def find_messages(
+        self, conv: str, keys: Sequence[tuple[str, str]]
+    ) -> list[Message] | None:
+        async def go() -> list[Message]:
+            async with self._read() as conn:
+                found = await _stored_by_key(conn, [(conv, sender, cmid) for sender, cmid in keys])
+                return list(found.values())
+
+        if not keys:
+            await anyio.lowlevel.checkpoint()
+            return []
         return await self._call(go)
 
     # -- conversations -----------------------------------------------------------------------
@@ -612,6 +830,34 @@ class SqlBackend(Backend):
 
         return await self._call(go)
 
+    async def users_conversations(self, users: Sequence[str]) -> dict[str, list[UserConversation]]:
+        wanted = list(dict.fromkeys(users))
+
+        async def go() -> dict[str, list[UserConversation]]:
+            uc, dl = s.user_conversations.c, s.delivered.c
+            lists: dict[str, list[tuple[str, int]]] = {u: [] for u in wanted}
+            marks: dict[tuple[str, str], dict[str, int]] = {}
+            async with self._read() as conn:
+                for chunk in _chunks(wanted):
+                    for row in await conn.execute(
+                        select(uc.user_id, uc.conv, uc.read_seq)
+                        .where(uc.user_id.in_(chunk))
+                        .order_by(uc.user_id, uc.conv)
+                    ):
+                        lists[row.user_id].append((row.conv, row.read_seq))
+                    for mark in await conn.execute(
+                        select(dl.user_id, dl.conv, dl.device, dl.seq).where(dl.user_id.in_(chunk))
+                    ):
+                        marks.setdefault((mark.user_id, mark.conv), {})[mark.device] = mark.seq
+            return {
+                user: [UserConversation(c, r, marks.get((user, c), {})) for c, r in rows]
+                for user, rows in lists.items()
+            }
+
+        if not wanted:
+            return {}
+        return await self._call(go)
+
     async def advance_delivered(self, user: str, device: str, conv: str, seq: int) -> int:
         async def go() -> int:
             dl = s.delivered
@@ -642,25 +888,17 @@ class SqlBackend(Backend):
         return await self._call(go)
 
     async def touch_user(self, user: str, last_seen_ts: int) -> None:
-        async def go() -> None:
-            us = s.users
-            stmt = self._insert(us).values(user_id=user, last_seen_ts=last_seen_ts)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[us.c.user_id],
-                set_={
-                    "last_seen_ts": case(
-                        (
-                            us.c.last_seen_ts < stmt.excluded.last_seen_ts,
-                            stmt.excluded.last_seen_ts,
-                        ),
-                        else_=us.c.last_seen_ts,
-                    )
-                },
-            )
-            async with self._write() as conn:
-                await conn.execute(stmt)
+        await self.touch_users({user: last_seen_ts})
 
-        await self._call(go)
+    async def touch_users(self, seen: Mapping[str, int]) -> None:
+        rows = [{"user_id": user, "last_seen_ts": ts} for user, ts in seen.items()]
+
+        async def go() -> None:
+            async with self._write() as conn:
+                await conn.execute(_upsert_last_seen(self._insert), rows)
+
+        if rows:
+            await self._call(go)
 
     async def last_seen(self, user: str) -> int | None:
         async def go() -> int | None:
@@ -670,6 +908,22 @@ class SqlBackend(Backend):
             return None if value is None else int(value)
 
         return await self._call(go)
+
+
+@functools.cache
+def _upsert_last_seen(insert: Callable[..., Any]) -> Any:
+    """The last-seen upsert of a dialect (keeps the later time), built once."""
+    us = s.users
+    ins = insert(us)
+    return ins.on_conflict_do_update(
+        index_elements=[us.c.user_id],
+        set_={
+            "last_seen_ts": case(
+                (us.c.last_seen_ts < ins.excluded.last_seen_ts, ins.excluded.last_seen_ts),
+                else_=us.c.last_seen_ts,
+            )
+        },
+    )
 
 
 async def _last_seq(conn: AsyncConnection, conv: str) -> int:

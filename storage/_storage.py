@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
+import anyio
+
 from actors import CallError, CallTimeoutError, Node, NoProcError, Ref
 from supervisors import Backoff, ChildSpec, Restart, Strategy, Supervisor, SupervisorFlags
 
@@ -71,7 +73,7 @@ class Storage:
             conversations).
     """
 
-    __slots__ = ("_names", "_refs", "node", "ring", "timeout")
+    __slots__ = ("_gathering", "_in_flight", "_names", "_refs", "node", "ring", "timeout")
 
     def __init__(
         self,
@@ -87,6 +89,9 @@ class Storage:
         self.timeout = timeout
         self._names = {i: shard_name(i, prefix) for i in self.ring.shards}
         self._refs: dict[int, Ref] = {}  # resolved shard actors, looked up again once dead
+        # user_conversations batching, per shard: the batch being gathered, the one in flight
+        self._gathering: dict[int, _ListBatch] = {}
+        self._in_flight: dict[int, _ListBatch] = {}
 
     def shard_ref(self, key: str) -> Ref | None:
         """The actor of the shard owning ``key`` right now (None while it restarts)."""
@@ -179,6 +184,14 @@ class Storage:
         result: int = await self._call(conv, "last_seq", (conv,))
         return result
 
+    async def find_messages(
+        self, conv: str, keys: Sequence[tuple[str, str]]
+    ) -> list[Message] | None:
+        """The stored messages of ``conv`` with these ``(sender, cmid)`` keys (any order);
+        None when the backend cannot look them up."""
+        result: list[Message] | None = await self._call(conv, "find_messages", (conv, tuple(keys)))
+        return result
+
     # -- conversations (conversation's shard) ------------------------------------------------
 
     async def create_conversation(self, conv: Conversation) -> Conversation:
@@ -233,9 +246,48 @@ class Storage:
         await self._call(user, "remove_user_conversations", (user, tuple(convs)))
 
     async def user_conversations(self, user: str) -> list[UserConversation]:
-        """The user's conversations with read and per-device delivered watermarks."""
-        result: list[UserConversation] = await self._call(user, "user_conversations", (user,))
-        return result
+        """The user's conversations with read and per-device delivered watermarks.
+
+        Concurrent calls for users of one shard are read together: while one batch is in
+        flight, the calls arriving meanwhile gather into the next, which goes as one
+        ``users_conversations`` call when the first is answered (a burst of connections
+        costs a few shard round trips, not one each). The task that opened a batch sends it
+        shielded from cancellation (the call's own timeout bounds it), since the others wait
+        on it; a cancelled follower just stops waiting.
+        """
+        index = self.ring.shard_for(user)
+        batch = self._gathering.get(index)
+        if batch is not None:
+            batch.users.add(user)
+            await batch.done.wait()
+            return batch.outcome(user)
+        batch = self._gathering[index] = _ListBatch({user})
+        with anyio.CancelScope(shield=True):
+            ahead = self._in_flight.get(index)
+            if ahead is not None:
+                await ahead.done.wait()
+            del self._gathering[index]
+            self._in_flight[index] = batch
+            try:
+                batch.lists = await self._call(
+                    user, "users_conversations", (tuple(sorted(batch.users)),)
+                )
+            except Exception as exc:
+                batch.error = exc
+            finally:
+                del self._in_flight[index]
+                batch.done.set()
+        return batch.outcome(user)
+
+    async def users_conversations(self, users: Sequence[str]) -> dict[str, list[UserConversation]]:
+        """``user_conversations`` of many users: user → list, one call per shard they live on."""
+        by_shard: dict[int, list[str]] = {}
+        for user in users:
+            by_shard.setdefault(self.ring.shard_for(user), []).append(user)
+        lists: dict[str, list[UserConversation]] = {}
+        for group in by_shard.values():
+            lists.update(await self._call(group[0], "users_conversations", (tuple(group),)))
+        return lists
 
     async def advance_delivered(
         self,
@@ -257,6 +309,21 @@ class Storage:
         """Record that the user was seen at ``last_seen_ts`` (ms); older times are ignored."""
         await self._call(user, "touch_user", (user, last_seen_ts))
 
+    async def touch_users(self, seen: Mapping[str, int]) -> None:
+        """Record many users' last-seen times (user → ms), one call per shard they live on;
+        older times are ignored. Every shard is tried; the first error is raised after."""
+        by_shard: dict[int, dict[str, int]] = {}
+        for user, ts in seen.items():
+            by_shard.setdefault(self.ring.shard_for(user), {})[user] = ts
+        error: Exception | None = None
+        for group in by_shard.values():
+            try:
+                await self._call(next(iter(group)), "touch_users", (group,))
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
     async def last_seen(self, user: str) -> int | None:
         """The user's last-seen time in ms, None if never seen."""
         result: int | None = await self._call(user, "last_seen", (user,))
@@ -264,6 +331,23 @@ class Storage:
 
     def __repr__(self) -> str:
         return f"Storage(shards={len(self.ring.shards)}, timeout={self.timeout})"
+
+
+class _ListBatch:
+    """Users whose conversation lists are read in one call, and the outcome."""
+
+    __slots__ = ("done", "error", "lists", "users")
+
+    def __init__(self, users: set[str]) -> None:
+        self.users = users
+        self.done = anyio.Event()
+        self.lists: dict[str, list[UserConversation]] = {}
+        self.error: Exception | None = None
+
+    def outcome(self, user: str) -> list[UserConversation]:
+        if self.error is not None:
+            raise self.error
+        return self.lists[user]
 
 
 class StorageSupervisor(Supervisor):

@@ -114,6 +114,17 @@ async def test_two_new_messages_on_one_seq_conflict(backend: Backend, n: Namer) 
     assert await backend.messages_after(conv, 0, 10) == []
 
 
+async def test_find_messages_by_key(backend: Backend, n: Namer) -> None:
+    conv = n("c")
+    stored = await fill(backend, conv, 3)
+    keys = [("alice", "cm-2"), ("alice", "nope"), ("bob", "cm-1"), ("alice", "cm-3")]
+    found = await backend.find_messages(conv, keys)
+    assert found is not None  # every backend of the contract looks messages up by key
+    assert sorted(found, key=lambda m: m.seq) == [stored[1], stored[2]]
+    assert await backend.find_messages(conv, []) == []
+    assert await backend.find_messages(n("other"), [("alice", "cm-1")]) == []
+
+
 async def test_paging_edges(backend: Backend, n: Namer) -> None:
     empty = n("empty")
     assert await backend.messages_before(empty, None, 5) == ([], False)
@@ -290,6 +301,28 @@ async def test_watermarks_only_move_forward(backend: Backend, n: Namer) -> None:
     ]
 
 
+async def test_users_conversations_reads_many_lists_at_once(backend: Backend, n: Namer) -> None:
+    a, b, nobody = n("a"), n("b"), n("nobody")
+    c1, c2 = n("c1"), n("c2")
+    await backend.add_user_conversations(a, [c2, c1])
+    await backend.add_user_conversations(b, [c2])
+    await backend.advance_delivered(a, "phone", c1, 3)
+    await backend.advance_read(b, c2, 2)
+    lists = await backend.users_conversations([a, b, nobody, a])
+    assert lists == {
+        a: await backend.user_conversations(a),
+        b: [UserConversation(c2, 2, {})],
+        nobody: [],
+    }
+    assert lists[a] == [UserConversation(c1, 0, {"phone": 3}), UserConversation(c2, 0, {})]
+    assert await backend.users_conversations([]) == {}
+    many = [n(f"m{i}") for i in range(350)]  # beyond one statement's chunk
+    await backend.add_user_conversations(many[-1], [c1])
+    lists = await backend.users_conversations(many)
+    assert len(lists) == 350
+    assert lists[many[-1]] == [UserConversation(c1, 0, {})]
+
+
 async def test_last_seen_only_moves_forward(backend: Backend, n: Namer) -> None:
     user = n("u")
     assert await backend.last_seen(user) is None
@@ -298,6 +331,25 @@ async def test_last_seen_only_moves_forward(backend: Backend, n: Namer) -> None:
     assert await backend.last_seen(user) == 1_700_000_000_500
     await backend.touch_user(user, 1_700_000_000_900)
     assert await backend.last_seen(user) == 1_700_000_000_900
+
+
+async def test_touch_users_records_many_and_keeps_the_later_time(
+    backend: Backend, n: Namer
+) -> None:
+    a, b, c = n("a"), n("b"), n("c")
+    await backend.touch_user(a, 1_700_000_000_500)
+    await backend.touch_users({})
+    await backend.touch_users({a: 1_700_000_000_100, b: 1_700_000_000_200, c: 7})
+    assert await backend.last_seen(a) == 1_700_000_000_500  # older: ignored
+    assert await backend.last_seen(b) == 1_700_000_000_200
+    assert await backend.last_seen(c) == 7
+    await backend.touch_users({a: 1_700_000_000_900, c: 8})
+    assert await backend.last_seen(a) == 1_700_000_000_900
+    assert await backend.last_seen(c) == 8
+    many = {n(f"m{i}"): 1_000 + i for i in range(400)}  # beyond one statement's chunk
+    await backend.touch_users(many)
+    for user in (n("m0"), n("m199"), n("m399")):
+        assert await backend.last_seen(user) == many[user]
 
 
 async def test_ping(backend: Backend) -> None:

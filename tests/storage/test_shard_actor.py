@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from sqlalchemy import text
 
 from actors import KILL, Node, SpawnError, open_node
@@ -140,6 +141,37 @@ async def test_group_commit_batches_and_answers_after_the_commit(
     assert st["committed_messages"] == 300
     assert st["breaker"] == "closed"
     assert st["queued_messages"] == 0
+
+
+async def test_a_batch_is_answered_while_the_next_one_commits(node: Node, sqlite_url: str) -> None:
+    # The shard starts the next transaction before it answers the writers of the last one
+    # (so that their next calls do not hold up its start), and answers them once it has.
+    probe, storage = await start_shard(node, sqlite_url)
+    first_gate, second_gate = trio.Event(), trio.Event()
+    probe.gate = first_gate
+    answered: list[str] = []
+    a_answered = trio.Event()
+
+    async def writer(conv: str) -> None:
+        await storage.append_messages([msg(conv, 1)])
+        answered.append(conv)
+        if conv == "a":
+            a_answered.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer, "a")
+        await trio.testing.wait_all_tasks_blocked()  # a's transaction waits at the first gate
+        nursery.start_soon(writer, "b")
+        await trio.testing.wait_all_tasks_blocked()  # b waits in the queue
+        probe.gate = second_gate
+        first_gate.set()
+        with trio.fail_after(5):
+            await a_answered.wait()
+        assert answered == ["a"]  # b's transaction is held at the second gate meanwhile
+        assert status(node)["in_flight_messages"] == 1
+        second_gate.set()
+    assert answered == ["a", "b"]
+    assert probe.transactions == [1, 1]
 
 
 async def test_batch_size_is_bounded(node: Node, sqlite_url: str) -> None:
@@ -340,6 +372,11 @@ async def test_facade_routes_like_sharded_storage_and_rejects_mixed_batches(
         assert await storage.advance_delivered("x", "phone", "g", 2) == 2
         [entry] = await storage.user_conversations("x")
         assert (entry.read_seq, dict(entry.delivered)) == (4, {"phone": 2})
+        seen = {f"u{i}": 100 + i for i in range(20)}  # users on both shards
+        assert {storage.ring.shard_for(u) for u in seen} == {0, 1}
+        await storage.touch_users(seen)
+        await storage.touch_users({"u0": 50})
+        assert {u: await storage.last_seen(u) for u in seen} == seen
 
 
 async def test_a_call_past_its_deadline_is_unavailable(node: Node, sqlite_url: str) -> None:

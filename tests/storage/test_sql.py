@@ -155,6 +155,14 @@ async def test_sqlite_uses_wal_and_the_configured_synchronous(tmp_path: Path) ->
         await backend.open()
         try:
             assert await backend._bridge.run(pragmas, backend) == ("wal", expected)
+            # The append path's own connection, too.
+            assert backend._writer is not None
+            assert await backend._writer.run(
+                lambda db: (
+                    db.execute("PRAGMA journal_mode").fetchone()[0],
+                    db.execute("PRAGMA synchronous").fetchone()[0],
+                )
+            ) == ("wal", expected)
         finally:
             await backend.aclose()
 
@@ -230,6 +238,24 @@ async def test_big_batch_of_new_duplicates_and_in_batch_duplicates(
     assert await sql.messages_after(a, 0, 1000) == first + fresh
     assert await sql.messages_after(b, 0, 1000) == other
     assert (await stored_last_seq(sql, a), await stored_last_seq(sql, b)) == (500, 50)
+
+
+async def test_a_batch_over_many_conversations_moves_each_last_seq(
+    sql: SqlBackend, n: Callable[[str], str]
+) -> None:
+    # 150 conversations x 3 messages: several multi-row statements for the rows and for the
+    # last_seq updates (SQLite), of different sizes.
+    convs = [n(f"c{i}") for i in range(150)]
+    for conv in convs[:100]:
+        await make_conversation(sql, conv)
+    batch = [new(conv, s) for s in (1, 2, 3) for conv in convs]
+    results = await sql.append_messages(batch)
+    assert [r.message for r in results] == batch
+    assert not any(r.duplicate for r in results)
+    for conv in convs[:100]:
+        assert await stored_last_seq(sql, conv) == 3
+    for conv in (convs[0], convs[-1]):
+        assert await sql.messages_after(conv, 0, 10) == [new(conv, s) for s in (1, 2, 3)]
 
 
 async def test_seq_conflict_in_a_batch_of_new_messages(
@@ -318,6 +344,11 @@ async def test_acked_writes_survive_sigkill(
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait()
+        # The child kept appending while we read: what it printed before the kill was acked too.
+        rest = child.stdout.read()
+        for line in rest.splitlines(keepends=True):
+            if line.endswith("\n") and line.strip() != "open":
+                acked.extend(int(s) for s in line.split())
     assert child.returncode == -signal.SIGKILL
     backend = backend_from_url(url)
     await backend.open()
