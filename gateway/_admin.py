@@ -32,6 +32,7 @@ import trio
 from actors import Context, NoProcError, Ref
 
 from . import _admin_ops as ops
+from ._admin_chaos import answer_chaos
 from ._admin_protocol import (
     MAX_LINE,
     AdminRequestError,
@@ -179,6 +180,8 @@ class Endpoint:
         if op == "restart":
             sup = self.resolve(args["supervisor"])
             return await ops.restart(node, sup, args["child"], self.self_ref)
+        if op.startswith("chaos."):
+            return await answer_chaos(self.services, self.resolve, request)
         ctx = self.resolve(args["ref"])
         if op == "info":
             return ops.info_of(node, ctx)

@@ -35,14 +35,35 @@ MAX_NAME: Final = 256
 ErrorCode = Literal["not_found", "refused", "bad_request", "unauthorized"]
 
 #: Read-only ops, always allowed.
-READ_OPS: Final = frozenset({"tree", "top", "info", "stats", "trace"})
+READ_OPS: Final = frozenset(
+    {"tree", "top", "info", "stats", "trace", "chaos.status", "chaos.failpoints"}
+)
 #: Ops that change the node: on TCP only with ``[admin] allow_destructive``.
-DESTRUCTIVE_OPS: Final = frozenset({"kill", "restart", "suspend", "resume"})
+DESTRUCTIVE_OPS: Final = frozenset(
+    {
+        "kill",
+        "restart",
+        "suspend",
+        "resume",
+        "chaos.kill",
+        "chaos.start",
+        "chaos.stop",
+        "chaos.havoc",
+        "chaos.storm",
+        "chaos.failpoint",
+    }
+)
 OPS: Final = READ_OPS | DESTRUCTIVE_OPS
 #: Ops whose reply is a stream of events ended by ``done``.
 STREAMED_OPS: Final = frozenset({"top", "trace"})
 
 SORT_KEYS: Final = ("mailbox", "rate", "memory", "restarts")
+#: What the chaos monkey kills by kind (``gateway._chaos_targets.KINDS``).
+CHAOS_KINDS: Final = ("connection", "session", "conversation", "storage", "presence", "supervisor")
+#: The storage failpoints (``storage.FAILPOINTS``).
+FAILPOINT_NAMES: Final = ("storage.after_commit", "storage.after_reply")
+#: Most kills one ``chaos.kill`` or ``chaos.storm`` makes.
+MAX_KILLS: Final = 10_000
 
 
 class AdminRequestError(Exception):
@@ -63,17 +84,18 @@ class Arg:
     """One argument of an op: its kind, whether it is required, its default and bounds.
 
     Kinds: ``ref`` (a pid >= 1 or a registered name), ``int``, ``number``, ``str``, ``id`` (a
-    child id: int or string), ``choice`` (one of ``choices``). ``lo``/``hi`` bound numbers
-    (inclusive) and string lengths.
+    child id: int or string), ``choice`` (one of ``choices``), ``choices`` (a non-empty list of
+    them). ``lo``/``hi`` bound numbers (inclusive; ``lo_open``: exclusive) and string lengths.
     """
 
-    kind: Literal["ref", "int", "number", "str", "id", "choice"]
+    kind: Literal["ref", "int", "number", "str", "id", "choice", "choices"]
     required: bool = False
     default: Any = None
     lo: float | None = None
     hi: float | None = None
     choices: tuple[str, ...] = ()
     nullable: bool = False
+    lo_open: bool = False
 
 
 #: Every op's arguments (the documented schema; docs/inspector.md lists the same).
@@ -106,6 +128,36 @@ SCHEMAS: Final[dict[str, dict[str, Arg]]] = {
         "count": Arg("int", required=True, lo=1, hi=10_000),
         "rate": Arg("number", default=100.0, lo=0.01, hi=1_000.0),
     },
+    "chaos.kill": {
+        "kind": Arg("choice", required=True, choices=CHAOS_KINDS),
+        "count": Arg("int", default=1, lo=1, hi=MAX_KILLS),
+        "seed": Arg("int", nullable=True),
+        "wait": Arg("number", default=5.0, lo=0.0, hi=600.0),
+    },
+    "chaos.start": {
+        "seed": Arg("int", nullable=True),
+        "rate": Arg("number", required=True, lo=0.0, hi=50.0, lo_open=True),
+        "kinds": Arg("choices", default=CHAOS_KINDS, choices=CHAOS_KINDS),
+        "duration": Arg("number", lo=0.0, hi=1e9, lo_open=True, nullable=True),
+    },
+    "chaos.stop": {},
+    "chaos.status": {},
+    "chaos.havoc": {
+        "supervisor": Arg("ref", required=True),
+        "seed": Arg("int", nullable=True),
+        "wait": Arg("number", default=5.0, lo=0.0, hi=600.0),
+    },
+    "chaos.storm": {
+        "supervisor": Arg("ref", required=True),
+        "child": Arg("id", nullable=True),
+        "kills": Arg("int", required=True, lo=1, hi=MAX_KILLS),
+        "wait": Arg("number", default=10.0, lo=0.0, hi=600.0),
+    },
+    "chaos.failpoint": {
+        "name": Arg("choice", required=True, choices=FAILPOINT_NAMES),
+        "count": Arg("int", default=1, lo=0, hi=1_000_000),
+    },
+    "chaos.failpoints": {},
 }
 
 
@@ -150,6 +202,13 @@ def _check_arg(op: str, key: str, spec: Arg, value: object) -> object:
         if value not in spec.choices:
             raise ValueError(f"{where}: expected one of {', '.join(spec.choices)}")
         return value
+    if spec.kind == "choices":
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"{where}: expected a non-empty list of {', '.join(spec.choices)}")
+        for item in value:
+            if item not in spec.choices:
+                raise ValueError(f"{where}: {item!r} is not one of {', '.join(spec.choices)}")
+        return tuple(dict.fromkeys(value))
     if spec.kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"{where}: expected a string")
@@ -165,9 +224,11 @@ def _check_arg(op: str, key: str, spec: Arg, value: object) -> object:
         assert isinstance(value, int | float)
         size = value
         value = float(value)
-    if (spec.lo is not None and size < spec.lo) or (spec.hi is not None and size > spec.hi):
+    below = spec.lo is not None and (size <= spec.lo if spec.lo_open else size < spec.lo)
+    if below or (spec.hi is not None and size > spec.hi):
         unit = " characters" if spec.kind == "str" else ""
-        raise ValueError(f"{where}: out of range [{spec.lo:g}, {spec.hi:g}]{unit}")
+        bracket = "(" if spec.lo_open else "["
+        raise ValueError(f"{where}: out of range {bracket}{spec.lo:g}, {spec.hi:g}]{unit}")
     return value
 
 

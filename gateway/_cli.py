@@ -193,6 +193,7 @@ def _run_load(
     as_json: bool,
     rate: float = 0.0,
     duration: float = 10.0,
+    light: bool = False,
 ) -> None:
     import json
 
@@ -217,6 +218,7 @@ def _run_load(
         rate=rate,
         duration=duration,
         workers=workers,
+        light=light,
     )
     try:
         report = run_load(plan)
@@ -230,10 +232,17 @@ def _run_load(
 
 @loadgen.command("connect")
 @click.argument("count", type=click.IntRange(1, 50_000))
+@click.option(
+    "--light",
+    is_flag=True,
+    help="Use the light client: prebuilt upgrade requests on raw sockets, read through "
+    "`synced`, then only answer pings; measures the node rather than the client library.",
+)
 @_load_options
-def loadgen_connect(count: int, **options: Any) -> None:
-    """Open COUNT authenticated connections, hold them idle, report handshakes/s."""
-    _run_load("connect", count, **options)
+def loadgen_connect(count: int, light: bool, **options: Any) -> None:
+    """Open COUNT authenticated connections, hold them idle, report handshakes/s
+    (completed at `welcome`, or at `synced` with --light)."""
+    _run_load("connect", count, light=light, **options)
 
 
 @loadgen.command("chat")
@@ -277,6 +286,8 @@ def loadgen_group(members: int, rate: float, duration: float, **options: Any) ->
     _run_load("group", members, rate=rate, duration=duration, **options)
 
 
+from ._chaos_cli import chaos  # noqa: E402  (its own module: a large group)
 from ._inspect_cli import inspect  # noqa: E402  (its own module: a large group)
 
 main.add_command(inspect)
+main.add_command(chaos)

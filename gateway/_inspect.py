@@ -72,6 +72,8 @@ class AdminClient:
     def __init__(self, target: tuple[str, int] | Path, token: str | None = None) -> None:
         self.target = target
         self.token = token
+        #: Seconds :meth:`request` waits for a reply (None: as long as it takes).
+        self.reply_timeout: float | None = REPLY_TIMEOUT
         self._ids = itertools.count(1)
         self._buffer = b""
         try:
@@ -131,10 +133,11 @@ class AdminClient:
 
         Raises:
             RemoteError: the endpoint answered with an error.
-            ProtocolFailure: no reply within ``REPLY_TIMEOUT`` seconds, or a broken reply.
+            ProtocolFailure: no reply within ``reply_timeout`` seconds (default
+                ``REPLY_TIMEOUT``), or a broken reply.
         """
         rid = self._send(op, args)
-        reply = self._line(REPLY_TIMEOUT)
+        reply = self._line(self.reply_timeout)
         return _result(reply, rid)
 
     def stream(self, op: str, **args: Any) -> Iterator[Any]:

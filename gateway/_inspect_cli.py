@@ -45,6 +45,7 @@ class Target:
     config_file: Path | None = None
     token: str | None = None
     as_json: bool = False
+    command: str = "inspect"  # the subcommand named in error messages
 
     def address(self) -> tuple[str, int] | Path:
         if self.node is not None:
@@ -59,22 +60,23 @@ class Target:
         return Path(settings.admin.socket)
 
 
-def _fail(code: int, message: str) -> NoReturn:
-    click.echo(f"parley inspect: {message}", err=True)
+def _fail(code: int, message: str, command: str = "inspect") -> NoReturn:
+    click.echo(f"parley {command}: {message}", err=True)
     sys.exit(code)
 
 
 @contextmanager
 def _client(target: Target) -> Iterator[AdminClient]:
+    command = target.command
     try:
         with AdminClient(target.address(), target.token) as client:
             yield client
     except ConnectFailed as exc:
-        _fail(EXIT_UNREACHABLE, str(exc))
+        _fail(EXIT_UNREACHABLE, str(exc), command)
     except RemoteError as exc:
-        _fail(EXIT_USAGE if exc.code == "bad_request" else EXIT_FAILED, str(exc))
+        _fail(EXIT_USAGE if exc.code == "bad_request" else EXIT_FAILED, str(exc), command)
     except (InspectError, OSError) as exc:
-        _fail(EXIT_UNREACHABLE, f"lost the connection: {exc}")
+        _fail(EXIT_UNREACHABLE, f"lost the connection: {exc}", command)
 
 
 def _echo_json(value: Any) -> None:
@@ -104,17 +106,47 @@ def _json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def admin_endpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--node``, ``--data-dir``, ``--config``, ``--token`` and ``--json``: how a command group
+    (``parley inspect``, ``parley chaos``) reaches a node's admin endpoint. Its callback passes
+    them to :func:`bind_target`."""
+    command = _json_option(command)
+    command = click.option("--token", metavar="T", help="The [admin] token, for TCP.")(command)
+    command = config_option()(command)
+    command = data_dir_option("The node's data directory (default ./parley-data).")(command)
+    return click.option(
+        "--node",
+        metavar="PATH|HOST:PORT",
+        help="The admin endpoint: a Unix socket path, or HOST:PORT for TCP (default: the data "
+        "directory's admin.sock, or [admin] socket).",
+    )(command)
+
+
+def bind_target(
+    ctx: click.Context,
+    command: str,
+    node: str | None,
+    data_dir: Path | None,
+    config_file: Path | None,
+    token: str | None,
+) -> Target:
+    """The group's :class:`Target` from :func:`admin_endpoint_options`' values (``--json`` may
+    come before or after the subcommand: its callback sets ``as_json``).
+
+    Raises:
+        click.UsageError: both ``--data-dir`` and ``--config``.
+    """
+    if data_dir is not None and config_file is not None:
+        raise click.UsageError("give --data-dir or --config, not both")
+    target = ctx.ensure_object(Target)
+    target.node, target.data_dir, target.config_file = node, data_dir, config_file
+    target.token = token
+    target.command = command
+    return target
+
+
 @click.group()
-@click.option(
-    "--node",
-    metavar="PATH|HOST:PORT",
-    help="The admin endpoint: a Unix socket path, or HOST:PORT for TCP (default: the data "
-    "directory's admin.sock, or [admin] socket).",
-)
-@data_dir_option("The node's data directory (default ./parley-data).")
-@config_option()
-@click.option("--token", metavar="T", help="The [admin] token, for TCP.")
-@_json_option
+@admin_endpoint_options
 @click.pass_context
 def inspect(
     ctx: click.Context,
@@ -127,12 +159,7 @@ def inspect(
 
     Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 cannot connect.
     """
-    if data_dir is not None and config_file is not None:
-        raise click.UsageError("give --data-dir or --config, not both")
-    # --json may come before or after the subcommand: its callback sets ``as_json``.
-    target = ctx.ensure_object(Target)
-    target.node, target.data_dir, target.config_file = node, data_dir, config_file
-    target.token = token
+    bind_target(ctx, "inspect", node, data_dir, config_file, token)
 
 
 @inspect.command("tree")

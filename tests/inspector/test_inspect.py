@@ -238,10 +238,19 @@ async def test_the_tree_shows_client_actors_and_heals_a_killed_conversation(
         name = f"conv:{conv}"
         stop = trio.Event()
         stopped = trio.Event()
+        # Sends pause around each kill: a send in that window would start the conversation on
+        # demand (a new child, restarts 0) before its supervisor, which first waits for the
+        # killed actor's linked children to go, restarts it (then OTP's ignore).
+        resume = trio.Event()
+        resume.set()
+        idle = trio.Event()
 
         async def sender() -> None:
             n = 0
             while not stop.is_set():
+                if not resume.is_set():
+                    idle.set()
+                    await resume.wait()
                 n += 1
                 # Retries ride out the conversation's restart (unavailable, with retry_after).
                 ack = await a.send_message(conv, f"m{n}", retries=20)
@@ -271,23 +280,33 @@ async def test_the_tree_shows_client_actors_and_heals_a_killed_conversation(
             assert {"conversations", "sessions", "gateway", "storage", "admin"} <= {
                 e["id"] for e in walk(tree)
             }
+            async def paused() -> None:
+                nonlocal resume, idle
+                resume, idle = trio.Event(), trio.Event()
+                with trio.fail_after(WAIT):
+                    await idle.wait()
+
             before = await trio.to_thread.run_sync(lambda: admin("info", ref=name))
             assert before["behaviour"] == "ConversationActor"
             # Kill by name, then by pid: the supervisor restarts it each time.
+            await paused()
             await trio.to_thread.run_sync(lambda: admin("kill", ref=name))
             with trio.fail_after(WAIT):
                 while True:
                     after = await trio.to_thread.run_sync(lambda: admin("info", ref=name))
                     if after["pid"] != before["pid"]:
                         break
+            resume.set()
             assert after["restarts"] == 1
             assert after["last_reason"] == "'killed'"
+            await paused()
             await trio.to_thread.run_sync(lambda: admin("kill", ref=after["pid"]))
             with trio.fail_after(WAIT):
                 while True:
                     again = await trio.to_thread.run_sync(lambda: admin("info", ref=name))
                     if again["pid"] != after["pid"]:
                         break
+            resume.set()
             assert again["restarts"] == 2
             count = len(sent)
             await until(lambda: len(sent) >= count + 20)
@@ -372,7 +391,7 @@ def test_a_trace_ends_when_the_client_leaves(inspected: Inspected) -> None:
         sock.sendall(request)
         time.sleep(0.2)
     # Once the endpoint has noticed, the actor may be traced again (one trace per actor): a
-    # new trace is accepted (it streams, so no reply comes) instead of refused.
+    # new trace is accepted (it streams: no reply, or its first event) instead of refused.
     deadline = time.monotonic() + WAIT
     while True:
         with raw(inspected.socket) as probe:
@@ -381,6 +400,8 @@ def test_a_trace_ends_when_the_client_leaves(inspected: Inspected) -> None:
                 reply = exchange(probe, request)
             except TimeoutError:
                 return
+        if "event" in reply:  # accepted, and the actor (presence flushes on a timer) was busy
+            return
         assert reply["error"]["code"] == "refused", reply
         assert time.monotonic() < deadline, "the first trace never ended"
         time.sleep(0.05)
