@@ -6,10 +6,10 @@ other frame the server sends (``msg``, ``receipt``, ``conv``, ``conv.left``, ``t
 ``presence``, ``synced``, ``error`` without a ``ref``) goes on the bounded :attr:`Client.events`
 channel, and the end of each connection is put there as a :class:`Closed` record.
 
-The client remembers, per conversation, the highest ``seq`` it has delivered, and drops a ``msg``
-at or below it (and the echo of its own acknowledged messages), so delivery on :attr:`events` is
-exactly once even across :meth:`Client.reconnect`, which resumes with the server's connect-time
-sync.
+Per conversation, the client delivers messages on :attr:`events` gaplessly, in ``seq`` order and
+once each, even across :meth:`Client.reconnect` (which resumes with the server's connect-time
+sync): a ``msg`` above the next expected ``seq`` is held while the client asks the server for
+the gap (``sync``), repeats and the echo of its own acknowledged messages are dropped.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Final, NoReturn, TypeVar
+from typing import Final, NoReturn, TypeVar, cast
 
 import trio
 import trio_websocket
 
 from ._auth import new_message_id
 from ._client_codec import decode_server_frame, encode_request
+from ._client_cursor import ConvCursor
 from ._client_errors import (
     ConnectError,
     ConnectionClosedError,
@@ -66,8 +67,21 @@ DEFAULT_EVENT_BUFFER: Final = 1024
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 2**20
 #: Close code the client uses when the server breaks the protocol.
 PROTOCOL_ERROR_CLOSE: Final = 1002
+#: Seconds a gap may last before the client asks the server to fill it, while this device's
+#: own sends to the conversation are in flight (one may hold the missing seq) or when only its
+#: own ``ack`` shows the gap (an ack can overtake the push of an earlier message).
+GAP_GRACE: Final = 1.0
+#: Seconds before a failed gap ``sync`` is made again (without ``retry_after``), doubled after
+#: each failure up to :data:`GAP_MAX_BACKOFF`.
+GAP_BACKOFF: Final = 0.5
+GAP_MAX_BACKOFF: Final = 5.0
+#: Answers in a row that bring nothing after which a gap filler gives up until the next message
+#: or ``synced``.
+GAP_ATTEMPTS: Final = 3
 #: Error codes after which :meth:`Client.send_message` may retry (with the same ``cmid``).
 _RETRYABLE: Final = frozenset({"rate_limited", "unavailable"})
+#: Error codes with which the server refuses to fill a gap (the user is no longer a member).
+_GAP_REFUSED: Final = frozenset({"forbidden", "not_found"})
 #: HTTP statuses that no retry will change (a bad subprotocol, a bad token).
 _FINAL_STATUSES: Final = frozenset({400, 401})
 
@@ -115,6 +129,10 @@ class ClientStatistics:
         late_replies: replies whose ``ref`` nobody waited for any more (after a timeout).
         unknown_frames: frames of a ``type`` this client does not know (skipped).
         connections: connections opened so far (1 + successful reconnects).
+        messages_held: ``msg`` frames held behind a gap in their conversation's ``seq``s
+            (at most ``event_buffer`` in all; beyond that a gapped message is dropped and
+            fetched again when the gap is filled).
+        gap_syncs: ``sync`` requests the client made by itself to fill such gaps.
     """
 
     events_buffered: int
@@ -124,6 +142,8 @@ class ClientStatistics:
     late_replies: int
     unknown_frames: int
     connections: int
+    messages_held: int = 0
+    gap_syncs: int = 0
 
 
 #: What :attr:`Client.events` carries: unsolicited server events, and :class:`Closed`.
@@ -145,7 +165,6 @@ class _Pending:
         "reply",
         "request",
         "sync_convs",
-        "sync_seen",
     )
 
     def __init__(self, request: str, expect: tuple[type[ServerEvent], ...]) -> None:
@@ -155,9 +174,8 @@ class _Pending:
         self.done = trio.Event()
         self.reply: ServerEvent | None = None
         self.error: BaseException | None = None
-        # sync: the client's cursors, and what arrived for them
+        # sync (the application's): its cursors, and its answer once ``synced`` came
         self.sync_convs: Mapping[str, int] | None = None
-        self.sync_seen: dict[str, int] = {}
         self.messages: list[Msg] = []
         # presence.sub: the users asked for, and their first presence frame
         self.presence_wanted: frozenset[str] = frozenset()
@@ -191,23 +209,6 @@ class _Connection:
         self.finished = trio.Event()
 
 
-class _Cursor:
-    """Per conversation: the highest ``seq`` delivered, and this device's own acked messages
-    above it (so their echo in a later sync is recognised)."""
-
-    __slots__ = ("own", "seq")
-
-    def __init__(self) -> None:
-        self.seq = 0
-        self.own: dict[str, int] = {}
-
-    def advance(self, seq: int) -> None:
-        if seq > self.seq:
-            self.seq = seq
-            if self.own:
-                self.own = {i: s for i, s in self.own.items() if s > seq}
-
-
 class Client:
     """A connected Parley client (one device). Build it with :func:`open_client`.
 
@@ -220,6 +221,18 @@ class Client:
     - :class:`ConnectionClosedError` when the connection is closed, or closes before the reply;
     - :class:`LocalProtocolError` for a request the connection cannot carry (a ``bytes`` body
       over json).
+
+    Delivery: per conversation, the ``msg`` frames on :attr:`events` come gaplessly, in ``seq``
+    order, and once each (repeats, and the server's echo of this device's own acknowledged
+    messages, are dropped). A ``msg`` above the next expected ``seq`` (the push of an earlier
+    one was lost) is held while the client asks the server ``sync {conv: cursor}`` for the gap,
+    one such request per conversation at a time, made again after a reconnect's connect-time
+    sync if the connection ended first; the held messages follow once the gap is filled. While
+    this device's own sends to that conversation are in flight, or when only its own ``ack``
+    shows the gap, the client gives it :data:`GAP_GRACE` seconds to close by itself first. A
+    client starts each conversation where the server starts it (the first message, a ``conv``
+    frame's ``last_seq`` or ``synced``), not at seq 1. The server refusing a gap
+    (``forbidden``, ``not_found``: the user left) drops what is held behind it.
 
     Attributes:
         request_timeout: seconds each request waits for its reply; ``None`` waits forever (then
@@ -263,7 +276,10 @@ class Client:
         self._closing = False
         self._pending: dict[Ref, _Pending] = {}
         self._next_ref = 1
-        self._cursors: dict[str, _Cursor] = {}
+        self._cursors: dict[str, ConvCursor] = {}
+        self._held = 0  # messages held behind gaps, all conversations
+        self._filling: dict[str, trio.Event] = {}  # conv → its gap filler's wake-up
+        self._gap_syncs = 0
         self._duplicates = 0
         self._late = 0
         self._unknown = 0
@@ -310,9 +326,10 @@ class Client:
 
     @property
     def cursors(self) -> dict[str, int]:
-        """Per conversation, the highest ``seq`` delivered on :attr:`events` or by :meth:`sync`
-        (a copy; suitable for :meth:`sync`)."""
-        return {conv: cursor.seq for conv, cursor in self._cursors.items()}
+        """Per conversation, the ``seq`` up to which every message has been delivered (on
+        :attr:`events`, by :meth:`sync`, or acknowledged to this device): a contiguous prefix,
+        so a message held behind a gap does not count (a copy; suitable for :meth:`sync`)."""
+        return {conv: c.seq for conv, c in self._cursors.items() if c.based}
 
     def statistics(self) -> ClientStatistics:
         """Queue sizes and counters, as a frozen record."""
@@ -324,6 +341,8 @@ class Client:
             late_replies=self._late,
             unknown_frames=self._unknown,
             connections=self._connections,
+            messages_held=self._held,
+            gap_syncs=self._gap_syncs,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -353,19 +372,21 @@ class Client:
         """
         cmid = new_message_id() if cmid is None else cmid
         frame = {"type": "send", "conv": conv, "cmid": cmid, "body": body, "kind": kind}
-        while True:
-            try:
-                ack = await self._call(frame, Ack)
-            except ServerError as exc:
-                if retries <= 0 or exc.code not in _RETRYABLE:
-                    raise
-                retries -= 1
-                await trio.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
-                continue
-            cursor = self._cursors.setdefault(ack.conv, _Cursor())
-            if ack.seq > cursor.seq:
-                cursor.own[ack.id] = ack.seq
-            return ack
+        cursor = self._cursor(conv)
+        cursor.sending += 1  # a gap in conv may be this message: its filler gives it a grace
+        try:
+            while True:
+                try:
+                    return await self._call(frame, Ack)  # the reader has counted it in cursor
+                except ServerError as exc:
+                    if retries <= 0 or exc.code not in _RETRYABLE:
+                        raise
+                    retries -= 1
+                    await trio.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+        finally:
+            cursor.sending -= 1
+            if not cursor.sending:
+                self._wake(conv)
 
     async def create_direct(self, user: str) -> ConvInfo:
         """The direct conversation with ``user`` (created on first use; the same pair always
@@ -415,12 +436,32 @@ class Client:
         """Ask for the messages after each ``{conv: seq}`` cursor (at most ``sync_limit`` per
         conversation); returns them and the ``synced`` cursors.
 
-        ``msg`` frames of those conversations that arrive while the sync runs are part of its
-        answer and are not put on :attr:`events`; :attr:`cursors` advances past them.
+        The answer holds only messages above the cursors given and not delivered before (on
+        :attr:`events`, by an earlier sync, or as an ``ack``), in ``seq`` order and gaplessly
+        from :attr:`cursors`: while the sync runs, those conversations' messages (whichever way
+        they come: the answer, live pushes, a reconnect's connect-time sync) are kept off
+        :attr:`events` and go into the answer, up to the first one still missing; what lies
+        beyond a gap follows on :attr:`events` once the client has filled it. A cursor above
+        :attr:`cursors` says the application has everything up to it: the client moves its own
+        cursor there. If the sync fails (``error``, timeout, closed connection), nothing it
+        collected counts as delivered: it comes on :attr:`events` later, in order, the gap
+        filled by the client. (The client fills gaps in what it delivers by itself: this is
+        for an application that wants to fetch on its own terms.)
         """
+        asked = dict(cursors)
+        for conv, seq in asked.items():
+            cursor = self._cursor(conv)
+            held = len(cursor.held)
+            cursor.skip_to(seq)
+            self._held += len(cursor.held) - held
         pending = _Pending("sync", (Synced,))
-        pending.sync_convs = dict(cursors)
-        reply = await self._request({"type": "sync", "convs": dict(cursors)}, pending)
+        pending.sync_convs = asked
+        try:
+            reply = await self._request({"type": "sync", "convs": asked}, pending)
+        finally:
+            if pending.reply is None:  # failed: fill the gap (the answer's reader releases
+                for conv in asked:  # what it held on an error, the next synced on a close)
+                    self._check_gap(conv, self._cursor(conv))
         assert isinstance(reply, Synced)
         return SyncResult(messages=tuple(pending.messages), convs=reply.convs)
 
@@ -464,8 +505,9 @@ class Client:
 
         The server then pushes, as on any connect, the messages above this device's delivered
         watermark and ``synced``; they arrive on :attr:`events`, without the ones this client
-        already delivered (deduplicated by conversation cursor and own message id). Requests
-        still waiting on the old connection fail with :class:`ConnectionClosedError`.
+        already delivered (deduplicated by conversation cursor and own message ids), and gaps
+        left open by the old connection are filled. Requests still waiting on the old
+        connection fail with :class:`ConnectionClosedError`.
 
         Args:
             token: a new token to use from now on (e.g. the old one expired).
@@ -545,7 +587,8 @@ class Client:
                         )
                     ws = await trio_websocket.wrap_client_stream(
                         ws_nursery,
-                        stream,
+                        # (a stream like the one it wraps; its annotation names the two kinds)
+                        cast(trio.SocketStream, _UpgradeWatch(stream)),
                         host if port in (80, 443) else f"{host}:{port}",
                         resource,
                         subprotocols=[self._subprotocol],
@@ -584,6 +627,8 @@ class Client:
     def _connect_error(self, error: BaseException) -> BaseException:
         if isinstance(error, trio_websocket.ConnectionRejected):
             return HandshakeRejected(error.status_code, error.body or b"")
+        if isinstance(error, _ClosedBeforeUpgrade):
+            return ConnectError(f"{self._url}: {error}")
         if isinstance(error, trio.TooSlowError):
             return ConnectError(f"{self._url}: no welcome within {self._connect_timeout} s")
         if isinstance(error, trio_websocket.ConnectionClosed):
@@ -660,6 +705,10 @@ class Client:
 
     async def _route(self, event: ServerEvent) -> None:
         ref: Ref | None = getattr(event, "ref", None)
+        if type(event) is ConvInfo:
+            cursor = self._cursors.get(event.conv)
+            if cursor is None or not cursor.based:
+                self._cursor(event.conv).base(event.last_seq)  # a new start: nothing before
         if ref is not None:
             pending = self._pending.get(ref)
             if pending is None:
@@ -668,8 +717,20 @@ class Client:
                 pending.fail(
                     ServerError(event.code, event.reason, event.retry_after, ref=event.ref)
                 )
+                for conv in pending.sync_convs or ():
+                    await self._had(conv, 0)  # a failed sync: what it held goes on events
             elif isinstance(event, pending.expect):
+                if type(event) is Synced:
+                    for conv, last in event.convs.items():
+                        self._cursor(conv).sync_to(last)
+                    if pending.sync_convs is not None:
+                        self._answer_sync(pending)
                 pending.resolve(event)
+                if type(event) is Ack:
+                    await self._had(event.conv, event.seq)
+                elif type(event) is Synced:
+                    for conv in pending.sync_convs or event.convs:
+                        await self._had(conv, 0)  # release what the answer unblocked
             else:
                 pending.fail(
                     ServerProtocolError(
@@ -688,23 +749,156 @@ class Client:
                         pending.resolve(event)
                 elif isinstance(event, ConvLeft) and pending.leave_conv == event.conv:
                     pending.resolve(event)
+        elif type(event) is Synced:  # the connect-time sync is done: fill what it left open
+            for conv, last in event.convs.items():
+                self._cursor(conv).sync_to(last)
+            for conv in list(self._cursors):
+                await self._had(conv, 0)  # e.g. what a sync cut short by the last close held
         await self._emit(event)
 
-    async def _on_msg(self, msg: Msg) -> None:
-        cursor = self._cursors.setdefault(msg.conv, _Cursor())
+    def _cursor(self, conv: str) -> ConvCursor:
+        cursor = self._cursors.get(conv)
+        if cursor is None:
+            cursor = self._cursors[conv] = ConvCursor()
+        return cursor
+
+    def _app_syncing(self, conv: str) -> _Pending | None:
+        """The application's :meth:`sync` waiting for ``conv``'s messages, if any."""
         for pending in self._pending.values():
-            if pending.sync_convs is not None and msg.conv in pending.sync_convs:
-                if msg.seq > pending.sync_seen.get(msg.conv, 0):
-                    pending.sync_seen[msg.conv] = msg.seq
-                    pending.messages.append(msg)
-                cursor.advance(msg.seq)
-                return
-        duplicate = msg.seq <= cursor.seq or msg.id in cursor.own
-        cursor.advance(msg.seq)
-        if duplicate:
+            sync_convs = pending.sync_convs
+            if sync_convs is not None and conv in sync_convs and not pending.done.is_set():
+                return pending
+        return None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        conv = msg.conv
+        cursor = self._cursor(conv)
+        if cursor.is_duplicate(msg.seq):
             self._duplicates += 1
             return
-        await self._emit(msg)
+        syncing = self._app_syncing(conv) is not None
+        if self._held >= self._event_buffer and (
+            syncing or (cursor.based and msg.seq > cursor.seq + 1)
+        ):
+            if not syncing:  # (the sync's end fills the gap)
+                self._check_gap(conv, cursor)  # no room to hold it: filling the gap fetches it
+            return
+        held = len(cursor.held)
+        if syncing:  # for the application's sync answer (if it succeeds)
+            cursor.hold(msg)
+            ready = []
+        else:
+            ready = cursor.accept(msg)
+        self._held += len(cursor.held) - held
+        if ready:
+            await self._deliver(conv, cursor, ready)
+        elif not syncing:
+            self._check_gap(conv, cursor)
+
+    def _answer_sync(self, pending: _Pending) -> None:
+        """The application's sync succeeded: its answer is what its conversations' cursors now
+        pass over, in order (it counts as delivered from here on)."""
+        assert pending.sync_convs is not None
+        for conv in pending.sync_convs:
+            cursor = self._cursor(conv)
+            held = len(cursor.held)
+            ready = cursor.advance(release=True)
+            self._held += len(cursor.held) - held
+            pending.messages.extend(ready)
+            if ready:
+                self._wake(conv)
+
+    async def _had(self, conv: str, seq: int) -> None:
+        """The application has ``conv``'s message at ``seq`` (its own ``ack``; 0: nothing new,
+        just release what is deliverable): deliver what that unblocks."""
+        cursor = self._cursor(conv)
+        release = self._app_syncing(conv) is None
+        held = len(cursor.held)
+        ready = cursor.had(seq, release=release) if seq else cursor.advance(release=release)
+        self._held += len(cursor.held) - held
+        await self._deliver(conv, cursor, ready)
+
+    async def _deliver(self, conv: str, cursor: ConvCursor, ready: list[Msg]) -> None:
+        for msg in ready:
+            await self._emit(msg)
+        if ready:
+            self._wake(conv)
+        self._check_gap(conv, cursor)
+
+    # -- gaps --
+
+    def _check_gap(self, conv: str, cursor: ConvCursor) -> None:
+        """Start filling ``conv``'s gap, unless there is none, or its filler runs, or the
+        application's sync for it runs (its end checks again)."""
+        if (
+            cursor.based
+            and cursor.gap
+            and conv not in self._filling
+            and not self._closing
+            and self._app_syncing(conv) is None
+        ):
+            self._filling[conv] = trio.Event()
+            self._nursery.start_soon(self._fill, conv, cursor)
+
+    def _wake(self, conv: str) -> None:
+        """Tell ``conv``'s filler that its cursor moved, or its sends are done."""
+        wake = self._filling.get(conv)
+        if wake is not None:
+            wake.set()
+
+    async def _fill(self, conv: str, cursor: ConvCursor) -> None:
+        """Ask ``sync {conv: cursor}`` until the gap is filled (the answer's messages go through
+        :meth:`_on_msg` like any push; its ``synced`` releases what they unblock). A failed
+        request (``unavailable``, a timeout) is made again after a backoff (``retry_after``
+        when given); the filler ends when the connection ends (the next connect-time
+        ``synced`` starts it again), and after :data:`GAP_ATTEMPTS` answers in a row that
+        brought nothing (the next message or ``synced`` starts it again)."""
+        patience = trio.current_time() + GAP_GRACE
+        backoff = GAP_BACKOFF
+        fruitless = 0
+        try:
+            while cursor.gap and not self._closing:
+                wake = self._filling[conv] = trio.Event()
+                if (cursor.sending or not cursor.gap_seen_pushed) and (
+                    trio.current_time() < patience
+                ):
+                    # The missing seq may be this device's own message (its ack is on the way),
+                    # or a push that the device's own ack overtook: give them GAP_GRACE.
+                    with trio.move_on_at(patience):
+                        await wake.wait()
+                    continue
+                if self._app_syncing(conv) is not None:  # its answer may fill the gap
+                    with trio.move_on_after(backoff):
+                        await wake.wait()
+                    continue
+                before = cursor.seq
+                self._gap_syncs += 1
+                try:
+                    await self._request(
+                        {"type": "sync", "convs": {conv: cursor.seq}}, _Pending("sync", (Synced,))
+                    )
+                except ServerError as exc:
+                    if exc.code in _GAP_REFUSED:
+                        self._held -= cursor.drop_held()
+                        return
+                    delay = exc.retry_after if exc.retry_after is not None else backoff
+                except RequestTimeout:
+                    delay = backoff
+                except ConnectionClosedError:
+                    return
+                else:
+                    if cursor.seq != before:
+                        backoff, fruitless = GAP_BACKOFF, 0
+                        continue
+                    fruitless += 1
+                    if fruitless >= GAP_ATTEMPTS:
+                        return
+                    delay = backoff
+                backoff = min(backoff * 2, GAP_MAX_BACKOFF)
+                with trio.move_on_after(delay):
+                    await wake.wait()
+        finally:
+            del self._filling[conv]
 
     async def _emit(self, event: Incoming) -> None:
         with suppress(trio.ClosedResourceError):  # closing: nobody will read it
@@ -770,6 +964,53 @@ _CONNECTION_ENDED: Final = (
     trio.ClosedResourceError,
     OSError,
 )
+
+
+class _ClosedBeforeUpgrade(Exception):
+    """The server closed the TCP connection before answering the upgrade request."""
+
+
+class _UpgradeWatch(trio.abc.Stream):
+    """The client's TCP (or TLS) stream as trio-websocket sees it, failing fast when the server
+    closes it before answering the upgrade request at all.
+
+    trio-websocket's reader then just ends, without a close reason, so ``wrap_client_stream``
+    would wait for the handshake until the connect deadline (a listener being killed does
+    that). Raising an error of its own, which trio-websocket does not catch, ends the handshake
+    at once. Once the answer has begun, the stream passes everything through unchanged.
+    """
+
+    __slots__ = ("_answered", "_stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._answered = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._answered:
+                raise
+            raise _ClosedBeforeUpgrade("the connection broke before the upgrade") from exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._answered:
+            return await self._stream.receive_some(max_bytes)
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            raise _ClosedBeforeUpgrade("the connection broke before the upgrade") from exc
+        if not data:
+            raise _ClosedBeforeUpgrade("the server closed the connection before the upgrade")
+        self._answered = True
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _main_error(exc: BaseException) -> BaseException:

@@ -1,21 +1,27 @@
 """The connection actor: one per WebSocket, a function actor that owns the socket's tasks.
 
-Its reader task puts client frames in its mailbox (at most ``INFLIGHT`` at a time); a writer
-task, started when frames are queued and gone once the queue is empty, drains a bounded outgoing
-queue (live pushes that find it full close the connection with 4008; replies and sync wait for
-room). Every ``heartbeat`` seconds a timer of the node (not a task of its own) tells the actor to
-ping; a short-lived task waits for the pong, and no pong within two heartbeats closes the
-connection with 1001. An idle connection thus keeps one task of its own (the reader) besides the
-actor's, which matters at tens of thousands of connections. The actor itself decodes frames with
-:class:`ClientConnection`, applies the rate limit and routes requests to the conversation,
-session and presence actors. On ``shutdown`` from its supervisor it flushes what is queued and
-closes with 1012.
+The listener's handler task of the socket reads it (:class:`Inlet`: client frames go to the
+actor's mailbox, at most ``INFLIGHT`` at a time), so reading costs no task of the actor's; a
+writer task, started when frames are queued and gone once the queue is empty, drains a bounded
+outgoing queue (live pushes that find it full close the connection with 4008; replies wait for
+room). Syncs (the connect-time one, then ``sync`` requests, one at a time) are pushed by a
+feeder task, started when there is one and gone when there is none, a quarter of the queue's
+capacity at a time whenever that keeps it at most half full: a sync never fills the queue by
+itself, and live pushes keep room (flow control). While the connect-time sync has not pushed a
+conversation yet, that conversation's live messages are left to it, so the device gets each
+conversation in ``seq`` order. Every ``heartbeat`` seconds a timer of the node (not a task of
+its own) tells the actor to ping; a short-lived task waits for the pong, and no pong within two
+heartbeats closes the connection with 1001. An idle connection thus keeps no task of its own
+besides the actor's, which matters at tens of thousands of connections. The actor itself
+decodes frames with :class:`ClientConnection`, applies the rate limit and routes requests to
+the conversation, session and presence actors. On ``shutdown`` from its supervisor it flushes
+what is queued and closes with 1012.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -57,6 +63,7 @@ from ._frames import (
     Typing,
     Welcome,
 )
+from ._frames import Ref as FrameRef
 from ._messages import (
     ChangeMembers,
     CloseConnection,
@@ -94,6 +101,30 @@ INFLIGHT: Final = 4
 CLOSE_TIMEOUT: Final = 5.0
 #: Seconds to wait for a conversation actor's answer.
 CALL_TIMEOUT: Final = 5.0
+#: Syncs waiting for the feeder (one more ``sync`` request waits for room).
+SYNC_JOBS: Final = 8
+#: Seconds a sync may wait for the device to read anything before it is closed with 4008.
+SYNC_STALL: Final = 10.0
+
+
+@dataclass(slots=True)
+class _ConvSync:
+    """One conversation of the connect-time sync, until it is pushed: the device's delivered
+    watermark (``after``), and the highest seq known to exist (from storage, or a live push
+    that was left to the sync)."""
+
+    after: int
+    top: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncJob:
+    """A sync for the feeder: ``convs`` maps each conversation to the seq after which to push;
+    ``ref`` is the request's (``None``: the connect-time sync, whose live pushes it takes)."""
+
+    convs: dict[str, int]
+    ref: FrameRef | None = None
+    connect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +135,90 @@ class _Beat:
 _BEAT: Final = _Beat()
 
 
+class Inlet:
+    """The reading side of a connection, run by the task that accepted the socket: it hands
+    client frames to the connection actor, at most ``INFLIGHT`` unprocessed at a time, and
+    ``ReaderDone`` when the socket closes. The actor cancels ``scope`` when it ends, which
+    stops the reading."""
+
+    __slots__ = ("free", "scope", "wake")
+
+    def __init__(self) -> None:
+        self.free = INFLIGHT  # frames it may still hand over before the actor takes one
+        self.wake: trio.Event | None = None  # only while the pump waits for the actor
+        self.scope = trio.CancelScope()
+
+    def release(self) -> None:
+        """The actor took a frame: one more may be handed over."""
+        self.free += 1
+        if self.wake is not None:
+            self.wake.set()
+            self.wake = None
+
+    async def pump(self, ws: WebSocketConnection, conn: Ref) -> None:
+        """Read ``ws`` into ``conn``'s mailbox until the socket closes or ``scope`` is
+        cancelled. Checkpoints."""
+        with self.scope:
+            code: int | None = None
+            try:
+                while True:
+                    while self.free <= 0:
+                        wake = self.wake = trio.Event()
+                        await wake.wait()
+                    self.free -= 1
+                    conn.send(Inbound(await ws.get_message()))
+            except ConnectionClosed as exc:
+                code = exc.reason.code if exc.reason is not None else None
+            conn.send(ReaderDone(code))
+
+
 async def connection_actor(
-    ctx: Context, services: Services, ws: WebSocketConnection, identity: Identity, sub: str | None
+    ctx: Context,
+    services: Services,
+    ws: WebSocketConnection,
+    identity: Identity,
+    sub: str | None,
+    inlet: Inlet,
 ) -> None:
-    """Run one client connection until its socket closes or it is told to stop."""
+    """Run one client connection until its socket closes or it is told to stop; ``inlet``
+    (run by the caller) feeds it the client's frames."""
     ctx.trap_exit = True
-    await _Connection(ctx, services, ws, identity, sub).run()
+    try:
+        await _Connection(ctx, services, ws, identity, sub, inlet).run()
+    finally:
+        inlet.scope.cancel()
 
 
 class _Connection:
+    __slots__ = (
+        "_queue_size",
+        "beat",
+        "bucket",
+        "closing",
+        "connect_sync",
+        "ctx",
+        "cursors",
+        "device",
+        "feeding",
+        "inlet",
+        "node",
+        "nursery",
+        "out",
+        "out_closed",
+        "out_done",
+        "proto",
+        "room",
+        "services",
+        "session",
+        "sync_chunk",
+        "sync_jobs",
+        "sync_jobs_room",
+        "sync_mark",
+        "user",
+        "writing",
+        "ws",
+    )
+
     def __init__(
         self,
         ctx: Context,
@@ -120,6 +226,7 @@ class _Connection:
         ws: WebSocketConnection,
         identity: Identity,
         sub: str | None,
+        inlet: Inlet,
     ) -> None:
         self.ctx = ctx
         self.node = ctx.node
@@ -128,18 +235,35 @@ class _Connection:
         self.user = identity.user
         self.device = identity.device
         self.proto = ClientConnection(sub, services.limits)
-        size = services.settings.limits.outgoing_queue
-        self.out_send, self.out_recv = trio.open_memory_channel[bytes | str](size)
-        self.inflight = trio.Semaphore(INFLIGHT)
+        size = self._queue_size = services.settings.limits.outgoing_queue
+        # The bounded outgoing queue: a deque only while frames wait for the writer (an idle
+        # connection keeps none), ``out_closed`` once nothing more may be queued (a flushing
+        # close), ``out_done`` once the writer is gone for good (queued frames are dropped).
+        self.out: deque[bytes | str] | None = None
+        self.out_closed = False
+        self.out_done = False
+        self.inlet = inlet
         self.writing = False
-        self.writer_done = trio.Event()
         self.beat: Timer | None = None
         self.cursors: dict[str, int] = {}
+        # flow-controlled syncs (see the module docstring), created while there are some
+        self.sync_jobs: deque[_SyncJob] | None = None
+        self.sync_jobs_room: trio.Event | None = None  # set when the feeder took a job
+        self.feeding = False
+        self.connect_sync: dict[str, _ConvSync] = {}  # conversations it has not pushed yet
+        self.sync_chunk = max(1, size // 4)
+        self.sync_mark = max(self.sync_chunk, size // 2)  # a chunk goes in at most up to here
+        self.room: trio.Event | None = None  # set when a frame left the queue, or it closed
         self.bucket: TokenBucket | None = None
         self.session: Ref | None = None
         self.closing = False
         self.nursery: trio.Nursery | None = None
-        self.log = log.bind(user=self.user, device=self.device)
+
+    @property
+    def log(self) -> Any:
+        """The logger with this connection's user and device (bound when something is logged:
+        a bound logger per idle connection would cost memory for nothing)."""
+        return log.bind(user=self.user, device=self.device)
 
     # -- life --
 
@@ -148,7 +272,6 @@ class _Connection:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 await self._open()
-                nursery.start_soon(self._reader)
                 self._schedule_beat()
                 await self._loop()
                 nursery.cancel_scope.cancel()
@@ -196,7 +319,7 @@ class _Connection:
                 if not self.closing and not self._push(message.event):
                     self._close(CloseCode.SLOW_CONSUMER, "outgoing queue full", flush=False)
             elif kind is Inbound:
-                self.inflight.release()
+                self.inlet.release()
                 if not self.closing:
                     await self._on_frame(message.data)
             elif kind is ReaderDone:
@@ -218,20 +341,9 @@ class _Connection:
 
     # -- socket tasks --
 
-    async def _reader(self) -> None:
-        code: int | None = None
-        try:
-            while True:
-                await self.inflight.acquire()
-                data = await self.ws.get_message()
-                self.ctx.ref.send(Inbound(data))
-        except ConnectionClosed as exc:
-            code = exc.reason.code if exc.reason is not None else None
-        self.ctx.ref.send(ReaderDone(code))
-
     def _start_writer(self) -> None:
         """Start the writer unless it runs (it stops when the queue is empty)."""
-        if not self.writing and not self.writer_done.is_set():
+        if not self.writing and not self.out_done:
             self.writing = True
             assert self.nursery is not None
             self.nursery.start_soon(self._writer)
@@ -242,19 +354,37 @@ class _Connection:
         finished = True
         try:
             while True:
-                try:
-                    data = self.out_recv.receive_nowait()
-                except trio.WouldBlock:
-                    finished = False
+                out = self.out
+                if not out:
+                    self.out = None
+                    finished = self.out_closed
                     return
-                await self.ws.send_message(data)
-        except (ConnectionClosed, trio.EndOfChannel, trio.ClosedResourceError):
+                await self.ws.send_message(out.popleft())
+                self._roomier()
+        except ConnectionClosed:
             pass
         finally:
             self.writing = False
             if finished:
-                self.out_recv.close()  # whoever waits for room learns the socket is gone
-                self.writer_done.set()
+                self.out = None
+                self.out_done = True  # whoever waits for room learns the socket is gone
+                self._roomier()
+
+    def _queued(self) -> int:
+        """Frames in the outgoing queue."""
+        return len(self.out) if self.out is not None else 0
+
+    def _roomier(self) -> None:
+        """Wake whoever waits for room: a frame left the queue (or the queue closed)."""
+        if self.room is not None:
+            self.room.set()
+            self.room = None
+
+    async def _room_changed(self) -> None:
+        """Wait until a frame leaves the outgoing queue, or it closes. Checkpoints."""
+        if self.room is None:
+            self.room = trio.Event()
+        await self.room.wait()
 
     def _schedule_beat(self) -> None:
         interval = self.services.settings.server.heartbeat
@@ -282,6 +412,7 @@ class _Connection:
         if self.closing:
             return
         self.closing = True
+        self._roomier()
         self.proto.begin_close(code)
         assert self.nursery is not None
         self.nursery.start_soon(self._closer, code, reason, flush)
@@ -289,9 +420,11 @@ class _Connection:
     async def _closer(self, code: int, reason: str, flush: bool) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT):
             if flush:
-                self.out_send.close()
+                self.out_closed = True
+                self._roomier()
                 self._start_writer()
-                await self.writer_done.wait()
+                while not self.out_done:
+                    await self._room_changed()
             await self.ws.aclose(code, reason)
         self.log.info("connection_closed", code=code, reason=reason)
         assert self.nursery is not None
@@ -300,12 +433,15 @@ class _Connection:
     # -- sending --
 
     def _queue(self, event: ServerEvent) -> bool:
-        try:
-            self.out_send.send_nowait(self.proto.send(event))
-        except trio.WouldBlock:
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        data = self.proto.send(event)
+        if self.out_closed or self.out_done:
             return True  # closing or closed: nothing more goes out
+        out = self.out
+        if out is None:
+            out = self.out = deque()
+        elif len(out) >= self._queue_size:
+            return False
+        out.append(data)
         self._start_writer()
         return True
 
@@ -314,6 +450,10 @@ class _Connection:
         if isinstance(event, Msg):
             if event.seq <= self.cursors.get(event.conv, 0):
                 return True  # already sent by a sync
+            pending = self.connect_sync.get(event.conv)
+            if pending is not None:  # the connect-time sync pushes it, in order
+                pending.top = max(pending.top, event.seq)
+                return self._queued() < self._queue_size
             self.cursors[event.conv] = event.seq
             metrics = self.services.metrics
             metrics.messages_out.inc()
@@ -322,9 +462,15 @@ class _Connection:
 
     async def _reply(self, event: ServerEvent) -> None:
         """A reply or a synced message: waits for room in the outgoing queue."""
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            await self.out_send.send(self.proto.send(event))
-            self._start_writer()
+        data = self.proto.send(event)
+        while not (self.out_closed or self.out_done):
+            if self._queued() < self._queue_size:
+                if self.out is None:
+                    self.out = deque()
+                self.out.append(data)
+                self._start_writer()
+                return
+            await self._room_changed()
 
     # -- client frames --
 
@@ -520,46 +666,134 @@ class _Connection:
     # -- sync --
 
     async def _connect_sync(self) -> None:
-        """After welcome: everything above this device's delivered watermark, then ``synced``."""
-        store = self.services.store
-        limit = self.services.settings.limits.sync_limit
-        convs: dict[str, int] = {}
+        """After welcome: everything above this device's delivered watermark (by the feeder),
+        then ``synced``."""
         try:
-            entries = await store.user_conversations(self.user)
-            for entry in entries:
-                after = entry.delivered.get(self.device, 0)
-                convs[entry.conv] = await self._push_after(entry.conv, after, limit)
+            entries = await self.services.store.user_conversations(self.user)
         except Unavailable as exc:
-            await self._reply(
-                Error(
-                    code=ErrorCode.UNAVAILABLE,
-                    reason=f"sync incomplete, storage unavailable: {exc}",
-                    retry_after=exc.retry_after,
-                )
-            )
-        await self._reply(Synced(convs=convs))
+            await self._reply(self._sync_unavailable(exc))
+            await self._reply(Synced(convs={}))
+            return
+        convs = {entry.conv: entry.delivered.get(self.device, 0) for entry in entries}
+        self.connect_sync = {conv: _ConvSync(after) for conv, after in convs.items()}
+        await self._add_sync(_SyncJob(convs, connect=True))
 
-    async def _push_after(self, conv: str, after: int, limit: int) -> int:
-        store = self.services.store
-        last = await store.last_seq(conv)
-        if last > after:
-            for message in await store.messages_after(conv, after, limit):
-                await self._reply(_fanout.msg_event(message))
-                self.services.metrics.messages_out.inc()
-                if message.seq > self.cursors.get(conv, 0):
-                    self.cursors[conv] = message.seq
-        return last
+    def _sync_unavailable(self, exc: Unavailable, ref: FrameRef | None = None) -> Error:
+        return Error(
+            ref=ref,
+            code=ErrorCode.UNAVAILABLE,
+            reason=f"sync incomplete, storage unavailable: {exc}",
+            retry_after=exc.retry_after,
+        )
 
-    async def _sync(self, event: Sync) -> ServerEvent:
+    async def _sync(self, event: Sync) -> ServerEvent | None:
         for conv in event.convs:
             snapshot = await self._snapshot(conv)
             if isinstance(snapshot, Error):
                 return snapshot
+        await self._add_sync(_SyncJob(dict(event.convs), ref=event.ref))
+        return None  # the feeder answers
+
+    async def _add_sync(self, job: _SyncJob) -> None:
+        """Hand ``job`` to the feeder (started if it is not running); waits while
+        :data:`SYNC_JOBS` are waiting."""
+        while self.sync_jobs is not None and len(self.sync_jobs) >= SYNC_JOBS:
+            room = self.sync_jobs_room = trio.Event()
+            await room.wait()
+        if self.sync_jobs is None:
+            self.sync_jobs = deque()
+        self.sync_jobs.append(job)
+        if not self.feeding:
+            self.feeding = True
+            assert self.nursery is not None
+            self.nursery.start_soon(self._feeder)
+
+    async def _feeder(self) -> None:
+        """Push the waiting syncs, one after the other, then end."""
+        try:
+            while self.sync_jobs and not self.closing:
+                job = self.sync_jobs[0]
+                try:
+                    await self._feed(job)
+                finally:
+                    self.sync_jobs.popleft()
+                    if self.sync_jobs_room is not None:
+                        self.sync_jobs_room.set()
+                        self.sync_jobs_room = None
+        finally:
+            self.feeding = False
+            if not self.sync_jobs:
+                self.sync_jobs = None
+            self.connect_sync = {}
+
+    async def _feed(self, job: _SyncJob) -> None:
+        """Push ``job``'s messages (at most ``sync_limit`` per conversation), then answer
+        ``synced`` (or ``error`` when storage failed: ``unavailable``, ``internal``)."""
         limit = self.services.settings.limits.sync_limit
-        convs = {}
-        for conv, after in event.convs.items():
-            convs[conv] = await self._push_after(conv, after, limit)
-        return Synced(ref=event.ref, convs=convs)
+        convs: dict[str, int] = {}
+        error: Error | None = None
+        try:
+            for conv, after in job.convs.items():
+                convs[conv] = await self._feed_conv(conv, after, limit, job.connect)
+                if job.connect:
+                    del self.connect_sync[conv]
+                if self.closing:
+                    return
+        except Unavailable as exc:
+            error = self._sync_unavailable(exc, job.ref)
+        except StorageError as exc:
+            self.log.error("storage_error", error=repr(exc))
+            error = Error(ref=job.ref, code=ErrorCode.INTERNAL, reason="storage error")
+        if error is not None:
+            await self._reply(error)
+            if job.ref is not None:
+                return
+            # The connect-time sync still ends with synced; what it did not push, the device
+            # fills with its own sync (the live pushes left to it show as last seqs).
+            for conv, pending in self.connect_sync.items():
+                if pending.top > pending.after:
+                    convs[conv] = pending.top
+            self.connect_sync.clear()
+        await self._reply(Synced(ref=job.ref, convs=convs))
+
+    async def _feed_conv(self, conv: str, after: int, limit: int, connect: bool) -> int:
+        """Push ``conv``'s messages above ``after`` (at most ``limit``) in chunks as the
+        outgoing queue has room; the conversation's last seq."""
+        store = self.services.store
+        top = await store.last_seq(conv)
+        pending = self.connect_sync.get(conv) if connect else None
+        end = after + limit
+        while True:
+            if pending is not None:  # live pushes left to this sync
+                top = pending.top = max(pending.top, top)
+            upto = min(top, end)
+            if after >= upto:
+                return top
+            messages = await store.messages_after(conv, after, min(self.sync_chunk, upto - after))
+            if not messages:
+                return top
+            if not await self._wait_room(len(messages)):
+                return top
+            metrics = self.services.metrics
+            for message in messages:
+                self._queue(_fanout.msg_event(message))
+                metrics.messages_out.inc()
+            after = messages[-1].seq
+            if after > self.cursors.get(conv, 0):
+                self.cursors[conv] = after
+
+    async def _wait_room(self, frames: int) -> bool:
+        """Wait until ``frames`` more fit in the outgoing queue without filling it past the
+        mark; False when the connection is closing. A device that reads nothing for
+        :data:`SYNC_STALL` seconds is closed with 4008."""
+        while not self.closing:
+            if self._queued() + frames <= self.sync_mark:
+                return True
+            with trio.move_on_after(SYNC_STALL) as scope:
+                await self._room_changed()
+            if scope.cancelled_caught:
+                self._close(CloseCode.SLOW_CONSUMER, "not reading its sync", flush=False)
+        return False
 
     # -- ephemeral --
 

@@ -2,25 +2,38 @@
 
 It checks membership, deduplicates by (sender, cmid), assigns the next ``seq`` (resumed from
 storage after a restart or passivation), commits each message before acking it, and fans it out
-to the members' sessions. One message is committed at a time (a batch of one), so a duplicate or
-a failed commit never consumes a seq: seqs stay gapless. Idle for ``limits.conversation_idle``
-seconds, it stops ``normal`` and is started again on demand (a transient child of
-``conversations``); a ``typing start`` ends after ``limits.typing_timeout`` seconds.
+to the members' sessions in seq order. Commits are grouped: while one is in flight (run by a
+linked helper actor, :mod:`gateway._commit`, so the actor keeps taking requests; each send is
+answered later through its ``From``), the sends that arrive queue up (at most ``MAX_QUEUE``),
+and the next commit takes them together (at most ``MAX_BATCH`` distinct (sender, cmid) keys;
+the same key twice is one message, and both senders get its ack). Each sender is acked only
+after its own commit. A batch of more than one is looked up by key before it gets seqs, so a
+resend in it takes none and seqs stay gapless; a backend that cannot look up commits one at a
+time. A failed batch consumes no seq; after one whose outcome is unknown (storage unavailable)
+the next commit first reloads the last seq from storage, and a ``SeqConflict`` (a commit whose
+outcome this actor never learned) reloads it and commits the batch again. A resend found
+already stored, but not by this incarnation, is fanned out again: an earlier incarnation may
+have died between the commit and the fan-out (delivery is at least once).
+
+Idle for ``limits.conversation_idle`` seconds, it stops ``normal`` and is started again on
+demand (a transient child of ``conversations``); a ``typing start`` ends after
+``limits.typing_timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Final
 
 import structlog
 
-from actors import Actor, From, Timer
+from actors import NOREPLY, SHUTDOWN, Actor, From, NameTakenError, Ref, Timer
 from storage import Conversation, Message, SeqConflict, StorageError, Unavailable
+from supervisors import Ignore
 
 from . import _fanout
-from ._auth import new_message_id
+from ._commit import Commit, Committed, Draft, Reload, Reloaded, committer
 from ._frames import Ack, ConvAdd, ConvInfo, ConvLeft, Error, ErrorCode, ReceiptNotice, TypingNotice
 from ._messages import ChangeMembers, MarkReceipt, SendMessage, SetTyping, Snapshot
 from ._services import RETRY_AFTER_S, Services, conv_name, now_ms
@@ -29,6 +42,22 @@ log = structlog.get_logger("gateway")
 
 #: Recent (sender, cmid) → message kept in memory to answer resends without a write.
 DEDUPE_CACHE: Final = 1024
+#: Most messages in one commit of a conversation.
+MAX_BATCH: Final = 64
+#: Most sends waiting for a commit; beyond that a send is answered ``unavailable``.
+MAX_QUEUE: Final = 1024
+#: Commits of one batch that meet a ``SeqConflict`` before its senders get ``unavailable``.
+CONFLICT_RETRIES: Final = 3
+
+
+class _Waiter:
+    """A send waiting for its commit."""
+
+    __slots__ = ("from_", "request")
+
+    def __init__(self, request: SendMessage, from_: From) -> None:
+        self.request = request
+        self.from_ = from_
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +88,14 @@ class ConversationActor(Actor):
     _meta: Conversation | None
     _last_seq: int
     _last_ts: int
+    _stale: bool
+    _unsettled: set[str]  # users whose membership change failed midway: see _settle
+    _queue: deque[_Waiter]
+    _inflight: list[list[_Waiter]] | None
+    _batch_limit: int
+    _busy: bool
+    _conflicts: int
+    _committer: Ref | None
     _recent: OrderedDict[tuple[str, str], Message]
     _typing: dict[str, tuple[int, Timer]]
     _active_at: float
@@ -66,12 +103,25 @@ class ConversationActor(Actor):
     _timer_ids: int
 
     def init(self, services: Services, conv: str) -> None:
-        self.ctx.register(conv_name(conv))
+        try:
+            self.ctx.register(conv_name(conv))
+        except NameTakenError:
+            # A newer incarnation, started on demand while this restart waited, already
+            # serves the conversation: nothing to restart (OTP's ignore).
+            raise Ignore(conv) from None
         self._services = services
         self._conv = conv
         self._meta = None
+        self._unsettled = set()
         self._last_seq = 0
         self._last_ts = 0
+        self._stale = False
+        self._queue = deque()
+        self._inflight = None
+        self._batch_limit = MAX_BATCH
+        self._busy = False
+        self._conflicts = 0
+        self._committer = None
         self._recent = OrderedDict()
         self._typing = {}
         self._timer_ids = 0
@@ -89,7 +139,26 @@ class ConversationActor(Actor):
                 return None
             self._meta = meta
             self._last_seq = max(meta.last_seq, await store.last_seq(self._conv))
+        if self._unsettled:
+            await self._settle()
         return self._meta
+
+    async def _settle(self) -> None:
+        """Finish the membership changes that failed midway (their outcome unknown to this
+        actor): storage's member list is the truth, and each unsettled user's conversation
+        list is made to agree with it (both writes are idempotent). Raises StorageError, in
+        which case the next request tries again."""
+        store = self._services.store
+        meta = await store.get_conversation(self._conv)
+        if meta is None:
+            return
+        for user in sorted(self._unsettled):
+            if user in meta.members:
+                await store.add_user_conversations(user, [self._conv])
+            else:
+                await store.remove_user_conversations(user, [self._conv])
+        self._meta = meta
+        self._unsettled.clear()
 
     # -- requests --
 
@@ -106,7 +175,7 @@ class ConversationActor(Actor):
             return _error(ErrorCode.FORBIDDEN, f"not a member of {self._conv}")
         try:
             if type(request) is SendMessage:
-                return await self._send(request)
+                return self._send(request, from_)
             if type(request) is Snapshot:
                 return self._info(meta)
             if type(request) is MarkReceipt:
@@ -130,51 +199,142 @@ class ConversationActor(Actor):
             last_seq=self._last_seq,
         )
 
-    async def _send(self, request: SendMessage) -> Ack | Error:
+    def _send(self, request: SendMessage, from_: From) -> Any:
         send = request.send
-        key = (request.user, send.cmid)
-        stored = self._recent.get(key)
-        if stored is None:
-            store = self._services.store
-            for _ in range(3):
-                seq = self._last_seq + 1
-                ts = max(now_ms(), self._last_ts)
-                message = Message(
-                    conv=self._conv,
-                    seq=seq,
-                    id=new_message_id(),
-                    sender=request.user,
-                    cmid=send.cmid,
-                    kind=send.kind,
-                    body=send.body,
-                    ts=ts,
-                )
-                try:
-                    (result,) = await store.append_messages([message])
-                except SeqConflict:
-                    # Someone else's message holds that seq (a commit whose outcome this actor
-                    # never learned): resume from what storage has.
-                    self._last_seq = await store.last_seq(self._conv)
-                    continue
-                stored = result.message
-                if not result.duplicate:
-                    self._services.metrics.messages_in.inc()
-                    self._last_seq = seq
-                    self._last_ts = ts
-                    self._remember(stored)
-                    assert self._meta is not None
-                    _fanout.to_users(
-                        self.ctx.node,
-                        self._meta.members,
-                        _fanout.msg_event(stored),
-                        skip_device=(request.user, request.device),
-                    )
-                else:
-                    self._remember(stored)
+        stored = self._recent.get((request.user, send.cmid))
+        if stored is not None:
+            return Ack(conv=self._conv, cmid=send.cmid, id=stored.id, seq=stored.seq, ts=stored.ts)
+        if len(self._queue) >= MAX_QUEUE:
+            return _error(ErrorCode.UNAVAILABLE, "conversation busy, retry", RETRY_AFTER_S)
+        self._queue.append(_Waiter(request, from_))
+        if not self._busy:
+            self._dispatch()
+        return NOREPLY
+
+    def _dispatch(self) -> None:
+        """Start the next commit: of the queued sends (at most ``MAX_BATCH`` distinct ones, the
+        same (sender, cmid) twice taking one message), or first a reload of the last seq when
+        the last commit's outcome is unknown."""
+        helper = self._committer
+        if helper is None or not helper.alive:
+            helper = self._committer = self.ctx.spawn_link(
+                committer, self._services.store, self._conv, self.ref
+            )
+        self._busy = True
+        if self._stale:
+            helper.send(Reload())
+            return
+        batch: list[list[_Waiter]] = []
+        drafts: list[Draft] = []
+        by_key: dict[tuple[str, str], list[_Waiter]] = {}
+        queue = self._queue
+        while queue:
+            waiter = queue[0]
+            request = waiter.request
+            send = request.send
+            key = (request.user, send.cmid)
+            waiters = by_key.get(key)
+            if waiters is not None:
+                waiters.append(queue.popleft())
+                continue
+            stored = self._recent.get(key)
+            if stored is not None:  # committed since it was queued
+                queue.popleft()
+                waiter.from_.reply(self._ack(stored, send.cmid))
+                continue
+            if len(batch) == self._batch_limit:
                 break
+            queue.popleft()
+            waiters = by_key[key] = [waiter]
+            batch.append(waiters)
+            drafts.append(Draft(request.user, send.cmid, send.kind, send.body))
+        if not batch:
+            self._busy = False
+            return
+        self._inflight = batch
+        helper.send(Commit(tuple(drafts), self._last_seq, max(now_ms(), self._last_ts)))
+
+    def _ack(self, message: Message, cmid: str) -> Ack:
+        return Ack(conv=self._conv, cmid=cmid, id=message.id, seq=message.seq, ts=message.ts)
+
+    def _on_committed(self, done: Committed) -> None:
+        batch = self._inflight
+        assert batch is not None
+        self._inflight = None
+        self._busy = False
+        error = done.error
+        if error is None:
+            self._conflicts = 0
+            if done.unsupported:  # the backend cannot look resends up: one at a time
+                self._batch_limit = 1
+                for waiters in reversed(batch[len(done.stored) :]):
+                    self._queue.extendleft(reversed(waiters))
+            self._committed(batch, done.stored)
+        elif isinstance(error, SeqConflict) and self._conflicts < CONFLICT_RETRIES - 1:
+            # Another message holds one of the seqs (a commit whose outcome this actor never
+            # learned, maybe still in flight): reload the last seq and commit the batch again.
+            self._conflicts += 1
+            self._stale = True
+            for waiters in reversed(batch):
+                self._queue.extendleft(reversed(waiters))
+        else:
+            self._conflicts = 0
+            if isinstance(error, SeqConflict):
+                reply = _error(ErrorCode.UNAVAILABLE, "seq conflict, retry", RETRY_AFTER_S)
+            elif isinstance(error, Unavailable):
+                self._stale = True  # committed or not: storage knows
+                reply = _unavailable(error)
             else:
-                return _error(ErrorCode.UNAVAILABLE, "seq conflict, retry", RETRY_AFTER_S)
-        return Ack(conv=self._conv, cmid=send.cmid, id=stored.id, seq=stored.seq, ts=stored.ts)
+                log.error("storage_error", conv=self._conv, error=repr(error))
+                reply = _error(ErrorCode.INTERNAL, "storage error")
+            for waiters in batch:
+                for waiter in waiters:
+                    waiter.from_.reply(reply)
+        if self._queue:
+            self._dispatch()
+
+    def _committed(
+        self, batch: list[list[_Waiter]], stored: tuple[tuple[Message, bool], ...]
+    ) -> None:
+        """Fan out and ack the committed part of a batch, in seq order."""
+        assert self._meta is not None
+        members = self._meta.members
+        node = self.ctx.node
+        metrics = self._services.metrics
+        done = sorted(zip(stored, batch, strict=False), key=lambda pair: pair[0][0].seq)
+        for (message, before), waiters in done:
+            if not before:
+                metrics.messages_in.inc()
+            # A message stored before (by an earlier incarnation of this actor, or by an append
+            # whose answer was lost) may never have been fanned out by whoever committed it:
+            # it is fanned out again (devices deduplicate by id).
+            self._last_seq = max(self._last_seq, message.seq)
+            self._last_ts = max(self._last_ts, message.ts)
+            self._remember(message)
+            first = waiters[0].request
+            _fanout.to_users(
+                node, members, _fanout.msg_event(message), skip_device=(first.user, first.device)
+            )
+            for waiter in waiters:
+                waiter.from_.reply(self._ack(message, waiter.request.send.cmid))
+
+    def _on_reloaded(self, done: Reloaded) -> None:
+        self._busy = False
+        error = done.error
+        if error is not None:
+            reply = (
+                _unavailable(error)
+                if isinstance(error, Unavailable)
+                else _error(ErrorCode.INTERNAL, "storage error")
+            )
+            queue, self._queue = self._queue, deque()
+            for waiter in queue:
+                waiter.from_.reply(reply)
+            return
+        self._last_seq = max(self._last_seq, done.last_seq)
+        self._stale = False
+        if self._queue:
+            self._dispatch()
 
     def _remember(self, message: Message) -> None:
         recent = self._recent
@@ -219,10 +379,12 @@ class ConversationActor(Actor):
                 return _error(ErrorCode.TOO_LARGE, f"a group has at most {cap} members")
             if new:
                 # Members first, then their lists: a crash between leaves a member who misses
-                # the conversation in sync until the add is retried, never a leak.
+                # the conversation in sync until the change is settled, never a leak.
+                self._unsettled.update(new)
                 await store.add_members(self._conv, new, "member", joined_ts=now_ms())
                 for user in new:
                     await store.add_user_conversations(user, [self._conv])
+                self._unsettled.difference_update(new)
                 meta = dataclasses.replace(meta, members=meta.members | set(new))
             self._meta = meta
             info = self._info(meta)
@@ -233,9 +395,11 @@ class ConversationActor(Actor):
         gone = [u for u in users if u in meta.members]
         if gone:
             # Lists first, then members: a crash between never leaves a non-member syncing it.
+            self._unsettled.update(gone)
             for user in gone:
                 await store.remove_user_conversations(user, [self._conv])
             await store.remove_members(self._conv, gone)
+            self._unsettled.difference_update(gone)
             members = meta.members - set(gone)
             admins = meta.admins - set(gone)
             if members and not admins:
@@ -296,7 +460,11 @@ class ConversationActor(Actor):
     # -- timers --
 
     def handle_info(self, message: Any) -> None:
-        if type(message) is _TypingExpired:
+        if type(message) is Committed:
+            self._on_committed(message)
+        elif type(message) is Reloaded:
+            self._on_reloaded(message)
+        elif type(message) is _TypingExpired:
             entry = self._typing.get(message.user)
             if entry is not None and entry[0] == message.timer_id:
                 del self._typing[message.user]
@@ -304,12 +472,22 @@ class ConversationActor(Actor):
         elif type(message) is _Idle:
             now = self.ctx.node.now()
             idle = now - self._active_at
-            if idle >= self._idle_after and not self._typing and not self.ctx.mailbox_length:
+            if (
+                idle >= self._idle_after
+                and not self._typing
+                and not self._busy
+                and not self._queue
+                and not self.ctx.mailbox_length
+            ):
                 self.stop()  # normal: a transient child is not restarted; started on demand
             else:
                 self.ctx.send_after(max(1.0, self._idle_after - idle), self.ref, _Idle(now))
         else:
             super().handle_info(message)
+
+    def terminate(self, reason: object) -> None:
+        if self._committer is not None:
+            self.ctx.exit(self._committer, SHUTDOWN)
 
     def format_status(self) -> dict[str, object]:
         return {

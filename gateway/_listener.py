@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import structlog
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer
+from trio_websocket import WebSocketConnection, WebSocketRequest, WebSocketServer
 
-from actors import MAILBOX_OVERFLOW, Context
+from actors import MAILBOX_OVERFLOW, CallError, Context, NoProcError
 from supervisors import StartChildError, start_child
 
 from ._auth import token_from_request, verify_token
 from ._codec import choose_subprotocol
+from ._connection import Inlet
 from ._errors import AuthError, RemoteProtocolError
 from ._frames import CloseCode
 from ._messages import StopAccepting
@@ -82,6 +83,8 @@ class _Gate:
                 del self.counts[identity.user]
             return
         ws = await request.accept(subprotocol=sub)
+        _shed_handshake_state(ws, request)
+        del target, token  # this frame lives as long as the connection
         devices[identity.device] += 1
         try:
             sup = self.ctx.node.whereis(CONNECTIONS)
@@ -89,14 +92,22 @@ class _Gate:
                 outcomes.labels("failed").inc()
                 await ws.aclose(CloseCode.SERVICE_RESTART, "restarting")
                 return
+            inlet = Inlet()
             try:
-                ref = await start_child(sup, ws, identity, sub)
+                ref = await start_child(sup, ws, identity, sub, inlet)
+            except (CallError, NoProcError):
+                # The connections supervisor died under the call (it is being restarted):
+                # the same answer as when it is not there, and the listener carries on.
+                outcomes.labels("failed").inc()
+                await ws.aclose(CloseCode.SERVICE_RESTART, "restarting")
+                return
             except StartChildError as exc:
                 outcomes.labels("failed").inc()
                 log.error("connection_start_failed", error=repr(exc.reason))
                 await ws.aclose(CloseCode.INTERNAL_ERROR, "internal error")
                 return
             outcomes.labels("accepted").inc()
+            await inlet.pump(ws, ref)  # this task reads the socket: one task fewer per connection
             reason = await self.ctx.node.wait_exit(ref)
             if reason == MAILBOX_OVERFLOW:
                 log.info("connection_closed", user=identity.user, code=CloseCode.SLOW_CONSUMER)
@@ -107,6 +118,34 @@ class _Gate:
                 del devices[identity.device]
             if not devices:
                 self.counts.pop(identity.user, None)
+
+
+_OPENED: Final = trio.Event()
+_OPENED.set()
+
+
+def _shed_handshake_state(ws: WebSocketConnection, request: WebSocketRequest) -> None:
+    """Drop what wsproto keeps of the opening handshake once the connection is open (its h11
+    connection with buffers, the request, its empty event queue: wsproto reads it only while
+    it is not empty), trio-websocket's per-connection "opened" event, and the upgrade request
+    (headers, target with the token), which trio-websocket's handler task holds for the
+    connection's life but does not read after the accept. Private attributes, so only if they
+    look as expected."""
+    accepted: Any = request
+    if getattr(accepted, "_event", None) is not None:
+        accepted._event = None
+    proto: Any = getattr(ws, "_wsproto", None)
+    handshake: Any = getattr(proto, "handshake", None)
+    if getattr(proto, "connection", None) is not None and hasattr(handshake, "_h11_connection"):
+        handshake._h11_connection = None
+        handshake._initiating_request = None
+        if isinstance(getattr(handshake, "_events", None), deque) and not handshake._events:
+            handshake._events = ()
+    # trio-websocket's "open handshake done" event is set for good by now, and it only waits on
+    # it or sets it again: one set event can serve every connection.
+    opened: Any = getattr(ws, "_open_handshake", None)
+    if isinstance(opened, trio.Event) and opened.is_set():
+        ws._open_handshake = _OPENED
 
 
 def _announce(services: Services, host: str, port: int) -> None:

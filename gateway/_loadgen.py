@@ -24,6 +24,12 @@ Modes:
   messages per second; delivery latency to every member.
 - ``raw``: N bare trio-websocket connections, no protocol (a baseline for benchmarks).
 
+``connect`` and ``raw`` take ``light``: instead of Parley's client library (or trio-websocket),
+each connection is the light client of :mod:`gateway._loadgen_light` (prebuilt upgrade requests on
+raw sockets; it reads through ``synced``, or the echo of one ``hello``, then only answers pings),
+so that the handshake rate measures the server rather than the clients, whose library costs
+about as much CPU per handshake as the node.
+
 Everything is bounded: counts by :data:`MAX_CONNECTIONS`, time by :data:`MAX_DURATION`, and the
 target must be a loopback address.
 """
@@ -75,7 +81,8 @@ class LoadPlan:
 
     ``rate`` is messages per second for all workers together (``chat``; 0 = closed loop) or for
     the one group sender (``group``); ``duration`` is the traffic phase in seconds; ``body``
-    is the body size in bytes (at least the timestamp).
+    is the body size in bytes (at least the timestamp). ``light`` (``connect`` and ``raw``
+    only) uses the light client instead of a full WebSocket client library.
     """
 
     url: str
@@ -87,6 +94,7 @@ class LoadPlan:
     workers: int = 0
     body: int = 64
     concurrency: int = CONCURRENCY
+    light: bool = False
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
 
 
@@ -174,6 +182,8 @@ def _check_plan(plan: LoadPlan) -> None:
         raise LoadError("chat needs at least 2 users")
     if plan.mode == "group" and plan.rate <= 0:
         raise LoadError("group needs a positive rate")
+    if plan.light and plan.mode not in ("connect", "raw"):
+        raise LoadError("the light client only opens and holds connections (connect, raw)")
     count = _worker_count(plan)
     if math.ceil(plan.users / count) > PER_WORKER:
         raise LoadError(f"at most {PER_WORKER:,} connections per worker: use more workers")
@@ -375,6 +385,7 @@ class _Worker:
         self.send_errors = 0
         self.senders: list[tuple[Any, str]] = []  # chat: (client, conversation) per user
         self.group_conv: str | None = None  # group: created by worker 0
+        self.requests: dict[str, bytes] = {}  # light: each user's prebuilt upgrade request
 
     async def receive(self) -> tuple[str, dict[str, Any]]:
         command: tuple[str, dict[str, Any]] = await trio.to_thread.run_sync(
@@ -392,6 +403,8 @@ class _Worker:
             while True:
                 command, args = await self.receive()
                 if command == "ready":
+                    if self.plan.light:
+                        self._prebuild()
                     self.pipe.send({"ok": True})
                 elif command == "connect":
                     self.pipe.send(await self.connect(nursery, args["start"]))
@@ -437,7 +450,9 @@ class _Worker:
     async def hold(self, user: str, gate: trio.Semaphore) -> None:
         self.holding += 1
         try:
-            if self.plan.mode == "raw":
+            if self.plan.light:
+                await self._hold_light(user, gate)
+            elif self.plan.mode == "raw":
                 await self._hold_raw(gate)
             else:
                 await self._hold_client(user, gate)
@@ -445,6 +460,59 @@ class _Worker:
             self.holding -= 1
             if not self.holding:
                 self.all_closed.set()
+
+    def _prebuild(self) -> None:
+        """Light client: mint the tokens and format the upgrade requests before the timed
+        phase (the full client mints each token inside it)."""
+        from ._auth import mint_token
+        from ._loadgen_light import PARLEY_SUBPROTOCOL, upgrade_request
+
+        parts = urlsplit(self.plan.url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        raw = self.plan.mode == "raw"
+        for user in self.users:
+            token = None if raw else mint_token(self.plan.secret, user, None, ttl_s=3600)
+            subprotocol = None if raw else PARLEY_SUBPROTOCOL
+            self.requests[user] = upgrade_request(
+                host, port, path, token=token, subprotocol=subprotocol
+            )
+
+    async def _hold_light(self, user: str, gate: trio.Semaphore) -> None:
+        from ._loadgen_light import LightError, echo_done, hold_light, parley_done
+
+        parts = urlsplit(self.plan.url)
+        raw = self.plan.mode == "raw"
+        released = False
+
+        def opened() -> None:
+            nonlocal released
+            gate.release()
+            released = True
+            self.connected += 1
+            self._one_done()
+
+        await gate.acquire()
+        scope = trio.CancelScope()
+        self.scopes.add(scope)
+        try:
+            with scope:
+                stream = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", parts.port or 80)
+                await hold_light(
+                    stream,
+                    self.requests[user],
+                    greeting=b"hello" if raw else None,
+                    done=echo_done if raw else parley_done,
+                    opened=opened,
+                )
+        except (OSError, trio.BrokenResourceError, LightError) as exc:
+            if not released:
+                self.fail(repr(exc))
+                self._one_done()
+        finally:
+            self.scopes.discard(scope)
+            if not released:
+                gate.release()
 
     async def _hold_raw(self, gate: trio.Semaphore) -> None:
         import trio_websocket

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from actors import CallError, NameTakenError, Node, NoProcError, Ref, is_clean_exit
 from config import Settings
-from storage import Storage, Unavailable, sqlite_shard_urls
-from supervisors import StartChildError, start_child
+from storage import Failpoints, Storage, Unavailable, sqlite_shard_urls
+from supervisors import Ignore, StartChildError, start_child
 
 from ._metrics import Metrics
 from ._validate import Limits
+
+if TYPE_CHECKING:
+    from ._chaos import Monkey
 
 #: Registered names of the node's fixed actors.
 PRESENCE: Final = "presence"
@@ -21,6 +24,7 @@ CONVERSATIONS: Final = "conversations"
 SESSIONS: Final = "sessions"
 CONNECTIONS: Final = "connections"
 LISTENER: Final = "gateway.listener"
+CHAOS: Final = "chaos"
 
 #: Seconds a client is told to wait before retrying when storage is down.
 RETRY_AFTER_S: Final = 1.0
@@ -47,7 +51,9 @@ class Services:
 
     ``store_slot`` is the storage facade, bound to the node by the root supervisor;
     ``draining`` is set when a graceful shutdown begins; ``metrics`` is the node's own
-    Prometheus registry and instruments.
+    Prometheus registry and instruments; ``failpoints`` the node's storage failpoints (passed to
+    its shard actors, armed through the chaos admin ops); ``chaos`` the chaos monkey while its
+    actor runs (None otherwise).
     """
 
     settings: Settings
@@ -56,6 +62,8 @@ class Services:
     metrics: Metrics = field(init=False)
     store_slot: Storage | None = None
     draining: bool = False
+    failpoints: Failpoints = field(default_factory=Failpoints)
+    chaos: Monkey | None = None
 
     def __post_init__(self) -> None:
         lim = self.settings.limits
@@ -92,7 +100,8 @@ async def find_or_start(node: Node, supervisor: str, name: str, *args: Any) -> R
 
     Raises:
         NoProcError: the supervisor is not running.
-        StartChildError: the child's init failed for another reason than a taken name.
+        StartChildError: the child's init failed for another reason than a taken name (or its
+            :class:`~supervisors.Ignore` of one).
     """
     for _ in range(8):
         ref = node.whereis(name)
@@ -104,7 +113,7 @@ async def find_or_start(node: Node, supervisor: str, name: str, *args: Any) -> R
         try:
             return await start_child(sup, *args)
         except StartChildError as exc:
-            if not isinstance(exc.reason, NameTakenError):
+            if not isinstance(exc.reason, NameTakenError | Ignore):
                 raise
     raise NoProcError(f"{name} could not be found or started")
 

@@ -1,6 +1,7 @@
 """The session actor: one per connected user. It knows the user's devices (their connection
 actors), fans events out to them, shares the user's send-rate bucket, and tells presence when the
-user comes and goes. Idle without devices for ``LINGER`` seconds, it stops ``normal``."""
+user comes and goes (presence stores the last-seen time, in batches). Idle without devices for
+``LINGER`` seconds, it stops ``normal``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any, Final
 import structlog
 
 from actors import Actor, Down, From, MonitorRef, Ref
-from storage import StorageError
 
 from ._frames import CloseCode
 from ._messages import CloseConnection, Deliver, Offline, Online, Push, Register
@@ -68,19 +68,14 @@ class SessionActor(Actor):
             return
         raise TypeError(f"unexpected cast {message!r}")
 
-    async def handle_info(self, message: Any) -> None:
+    def handle_info(self, message: Any) -> None:
         if type(message) is Down:
             device = self._monitors.pop(message.monitor, None)
             if device is None or self._devices.get(device) != message.ref:
                 return  # a replaced connection
             del self._devices[device]
             if not self._devices:
-                ts = now_ms()
-                self._presence(Offline(self._user, ts))
-                try:
-                    await self._services.store.touch_user(self._user, ts)
-                except StorageError as exc:
-                    log.warning("last_seen_not_stored", user=self._user, error=repr(exc))
+                self._presence(Offline(self._user, now_ms()))
                 self.ctx.send_after(LINGER, self.ref, _Linger())
         elif type(message) is _Linger:
             if not self._devices and not self.ctx.mailbox_length:

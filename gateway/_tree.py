@@ -7,6 +7,7 @@ root (one_for_one)
 ├── conversations (dynamic) ─ one actor per active conversation (transient, passivated)
 ├── sessions (dynamic) ─ one actor per connected user (temporary)
 ├── gateway (rest_for_one) ─ listener, then connections (dynamic, one per WebSocket)
+├── chaos ─ the chaos monkey: idle unless driven through the admin endpoint
 └── admin ─ the inspector's endpoint (a Unix socket, optionally loopback TCP; last, so it
     is stopped first and sees the whole tree while it runs)
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from actors import Overflow
-from storage import Storage, storage_child_spec
+from storage import ShardOptions, Storage, storage_child_spec
 from supervisors import (
     BRUTAL_KILL,
     ChildSpec,
@@ -28,6 +29,7 @@ from supervisors import (
 )
 
 from ._admin import admin_actor
+from ._chaos import chaos_actor
 from ._connection import CLOSE_TIMEOUT, connection_actor
 from ._conversation import ConversationActor
 from ._listener import listener_actor
@@ -82,7 +84,9 @@ def _children(services: Services) -> tuple[SupervisorFlags, list[ChildSpec]]:
     # whole group down at OTP's default intensity (1 in 5 s).
     busy = SupervisorFlags(intensity=100, period=5.0)
     queue = services.settings.limits.outgoing_queue
-    storage = storage_child_spec(services.shard_urls())
+    storage = storage_child_spec(
+        services.shard_urls(), ShardOptions(failpoints=services.failpoints)
+    )
     conversations = _dynamic(
         CONVERSATIONS,
         busy,
@@ -135,5 +139,6 @@ def _children(services: Services) -> tuple[SupervisorFlags, list[ChildSpec]]:
     if services.settings.metrics.enabled:
         metrics = ChildSpec(id="metrics", start=metrics_actor, args=(services,), shutdown=1.0)
         children.insert(0, metrics)
+    children.append(ChildSpec(id="chaos", start=chaos_actor, args=(services,), shutdown=1.0))
     children.append(ChildSpec(id="admin", start=admin_actor, args=(services,), shutdown=1.0))
     return flags, children

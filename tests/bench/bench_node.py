@@ -7,7 +7,13 @@ processes (gateway/_loadgen.py), all on loopback:
 - ``connections`` idle authenticated connections held at once; the node's RSS growth per
   connection (``bytes_per_connection``, psutil, all in: transport, connection and session
   actors) and the handshake rate; then the same count against a bare trio-websocket echo server
-  in its own process (``baseline_trio_websocket_bytes_per_connection``);
+  in its own process (``baseline_trio_websocket_bytes_per_connection`` and ``_handshakes_per_s``).
+  Both are opened by the load generator's light client (prebuilt upgrade requests on raw
+  sockets, answering pings only), so that the rates measure the servers, not the client
+  library; a node handshake counts at ``synced``, an echo server's at the echo of one frame;
+  ``node_cpu_ms_per_handshake`` and ``baseline_trio_websocket_cpu_ms_per_handshake`` are each
+  server's own CPU time (user + system, psutil) over its handshakes, per handshake: steadier
+  than rates on a shared machine;
 - ``e2e_msgs_per_s``: 1:1 traffic among 1,000 users in pairs, closed loop (each user sends its
   next message when the last is acked), counted when delivered to the partner;
 - at half that rate, open loop: ``ack_p99_ms`` (send → ack) and ``deliver_p99_ms`` (send → the
@@ -78,15 +84,22 @@ def _wait_quiet(pid: int, limit_s: float = 180.0) -> None:
     note(f"  the node was still busy after {limit_s:.0f} s")
 
 
-def measure_connections(url: str, secret: bytes, pid: int, count: int) -> tuple[LoadReport, float]:
-    """Open ``count`` connections to the server ``pid`` at ``url``; (report, bytes each)."""
+def measure_connections(
+    url: str, secret: bytes, pid: int, count: int
+) -> tuple[LoadReport, float, float]:
+    """Open ``count`` connections to the server ``pid`` at ``url``; (report, bytes each, the
+    server's CPU milliseconds per handshake: its user + system time from the start of the
+    handshakes until all are held, over their count)."""
     mode = "raw" if not secret else "connect"
-    run_load(LoadPlan(url=url, secret=secret, mode=mode, users=WARMUP, workers=1))  # type: ignore[arg-type]
+    run_load(LoadPlan(url=url, secret=secret, mode=mode, users=WARMUP, workers=1, light=True))  # type: ignore[arg-type]
     time.sleep(1.0)
     before = _rss(pid)
     growth: list[float] = []
+    cpu_ms: list[float] = []
+    cpu_before = _cpu(pid)
 
     def held(report: LoadReport) -> None:
+        cpu_ms.append((_cpu(pid) - cpu_before) * 1000 / max(1, report.connections))
         time.sleep(SETTLE_S)
         growth.append((_rss(pid) - before) / max(1, report.connections))
         note(
@@ -95,10 +108,17 @@ def measure_connections(url: str, secret: bytes, pid: int, count: int) -> tuple[
         )
 
     report = run_load(
-        LoadPlan(url=url, secret=secret, mode=mode, users=count, workers=_workers(count)),  # type: ignore[arg-type]
+        LoadPlan(
+            url=url,
+            secret=secret,
+            mode=mode,  # type: ignore[arg-type]
+            users=count,
+            workers=_workers(count),
+            light=True,
+        ),
         on_held=held,
     )
-    return report, growth[0]
+    return report, growth[0], cpu_ms[0]
 
 
 def echo_server(port_file: str) -> None:
@@ -126,7 +146,7 @@ def echo_server(port_file: str) -> None:
     trio.run(main)
 
 
-def measure_baseline(count: int, tmp: Path) -> tuple[LoadReport, float]:
+def measure_baseline(count: int, tmp: Path) -> tuple[LoadReport, float, float]:
     port_file = tmp / "echo.port"
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(port_file)]
@@ -156,12 +176,54 @@ def measure_chat(
     return report, share
 
 
+def _connection_results(
+    held: LoadReport,
+    per_conn: float,
+    baseline: LoadReport,
+    base_per_conn: float,
+    cpu_ms: tuple[float, float],
+) -> dict[str, Any]:
+    return {
+        "connections": held.connections,
+        "connect_errors": held.connect_errors,
+        "bytes_per_connection": round(per_conn),
+        "baseline_trio_websocket_bytes_per_connection": round(base_per_conn),
+        "bytes_ratio_vs_trio_websocket": round(per_conn / base_per_conn, 2),
+        "handshakes_per_s": held.handshakes_per_s,
+        "baseline_trio_websocket_handshakes_per_s": baseline.handshakes_per_s,
+        "node_cpu_ms_per_handshake": round(cpu_ms[0], 2),
+        "baseline_trio_websocket_cpu_ms_per_handshake": round(cpu_ms[1], 2),
+        "handshake_client": "light",
+    }
+
+
+def _report_connections(
+    as_json: bool,
+    held: LoadReport,
+    per_conn: float,
+    baseline: LoadReport,
+    base_per_conn: float,
+    cpu_ms: tuple[float, float],
+    open_files: int,
+) -> None:
+    result = _connection_results(held, per_conn, baseline, base_per_conn, cpu_ms)
+    result["open_files_limit"] = open_files
+    print_table("Connections only", [{"key": k, "value": v} for k, v in result.items()])
+    if as_json:
+        emit_json(result)
+
+
 def main() -> None:
     parser = make_common_parser("The chat node under load vs a bare trio-websocket server")
     parser.add_argument("--connections", type=int, default=None, help="idle connections (15000)")
     parser.add_argument("--users", type=int, default=None, help="1:1 chat users (1000)")
     parser.add_argument("--members", type=int, default=None, help="group members (256)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per run (10)")
+    parser.add_argument(
+        "--connections-only",
+        action="store_true",
+        help="only the connection measures (handshakes, memory, their baseline); no traffic",
+    )
     parser.add_argument("--echo-server", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -185,7 +247,15 @@ def main() -> None:
             assert node.proc is not None
             pid = node.proc.pid
             note(f"node pid {pid} on {node.url}")
-            held, per_conn = measure_connections(node.url, node.secret, pid, count)
+            held, per_conn, node_cpu = measure_connections(node.url, node.secret, pid, count)
+            if args.connections_only:
+                node.stop()
+                baseline, base_per_conn, base_cpu = measure_baseline(count, tmp)
+                cpu_ms = (node_cpu, base_cpu)
+                _report_connections(
+                    opts.json, held, per_conn, baseline, base_per_conn, cpu_ms, soft
+                )
+                return
             _wait_quiet(pid)  # the sessions store 15,000 users' last-seen times on the way out
             closed_loop: LoadReport | None = None
             node_share = 0.0
@@ -209,17 +279,11 @@ def main() -> None:
             )
         finally:
             node.stop()
-        baseline, base_per_conn = measure_baseline(count, tmp)
+        baseline, base_per_conn, base_cpu = measure_baseline(count, tmp)
 
     result: dict[str, Any] = {
         "quick": opts.quick,
-        "connections": held.connections,
-        "connect_errors": held.connect_errors,
-        "bytes_per_connection": round(per_conn),
-        "baseline_trio_websocket_bytes_per_connection": round(base_per_conn),
-        "bytes_ratio_vs_trio_websocket": round(per_conn / base_per_conn, 2),
-        "handshakes_per_s": held.handshakes_per_s,
-        "baseline_trio_websocket_handshakes_per_s": baseline.handshakes_per_s,
+        **_connection_results(held, per_conn, baseline, base_per_conn, (node_cpu, base_cpu)),
         "e2e_users": users,
         "e2e_msgs_per_s": closed_loop.delivered_per_s,
         "e2e_ack_p99_ms_closed_loop": closed_loop.ack_ms.get("p99"),

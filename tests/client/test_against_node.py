@@ -156,15 +156,13 @@ async def test_group_admin_and_leave(node: NodeProcess) -> None:
 
 async def test_reconnect_delivers_what_was_missed_exactly_once(node: NodeProcess) -> None:
     alice, bob = unique("alice"), unique("bob")
-    async with (
-        open_client(node.url, node.token(alice)) as a,
-        open_client(node.url, node.token(bob)) as b,
-    ):
-        conv = (await a.create_direct(bob)).conv
-        first = await a.send_message(conv, "one")
-        assert (await until(b, Msg, conv=conv)).id == first.id  # no delivered receipt is sent
-        mine = await b.send_message(conv, "mine")
-        await b.aclose()
+    async with open_client(node.url, node.token(alice)) as a:
+        # (b closes by leaving its block: aclose() inside it would cancel the block's rest.)
+        async with open_client(node.url, node.token(bob)) as b:
+            conv = (await a.create_direct(bob)).conv
+            first = await a.send_message(conv, "one")
+            assert (await until(b, Msg, conv=conv)).id == first.id  # no delivered receipt sent
+            mine = await b.send_message(conv, "mine")
         missed = [await a.send_message(conv, text) for text in ("two", "three")]
         async with open_client(node.url, node.token(bob)) as b2:
             got = [e for e in await drain_until_synced(b2) if isinstance(e, Msg)]
@@ -203,3 +201,57 @@ async def test_sigterm_closes_with_1012(tmp_path: Path) -> None:
             assert closed.code == 1012
             with pytest.raises(ConnectionClosedError):
                 await a.ping()
+
+
+async def test_a_gap_in_what_the_node_pushes_is_filled_in_order(node: NodeProcess) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    async with (
+        open_client(node.url, node.token(alice)) as a,
+        open_client(node.url, node.token(bob)) as b,
+    ):
+        conv = (await a.create_direct(bob)).conv
+        acks = [await a.send_message(conv, "one")]
+        assert (await until(b, Msg, conv=conv)).seq == 1
+        # Another process of the same device replaces b's connection (4009), is sent the next
+        # messages and says it has everything up to 3: b's connect-time sync starts above that,
+        # which leaves b a gap at 2 and 3.
+        async with open_client(node.url, node.token(bob)) as other:
+            assert (await until(b, Closed)).code == 4009
+            acks += [await a.send_message(conv, text) for text in ("two", "three", "four", "five")]
+            assert (await until(other, Msg, conv=conv, seq=5)).id == acks[-1].id
+            await other.receipt(conv, 3, "delivered")
+            await other.ping()  # the receipt was handled before the ping's pong
+        await b.reconnect()
+        got: list[Msg] = []
+        with trio.fail_after(WAIT):
+            async for event in b.events:
+                if isinstance(event, Msg) and event.conv == conv:
+                    got.append(event)
+                    if event.seq == 5:
+                        break
+        assert [m.seq for m in got] == [2, 3, 4, 5]
+        assert [m.id for m in got] == [ack.id for ack in acks[1:]]
+        assert b.cursors[conv] == 5
+        assert b.statistics().gap_syncs == 1
+
+
+async def test_a_sync_right_after_a_reconnect_brings_nothing_twice(node: NodeProcess) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    async with (
+        open_client(node.url, node.token(alice)) as a,
+        open_client(node.url, node.token(bob)) as b,
+    ):
+        await until(b, Synced)
+        conv = (await a.create_direct(bob)).conv
+        acks = [await a.send_message(conv, f"m{i}") for i in range(1, 6)]
+        assert (await until(b, Msg, conv=conv, seq=5)).id == acks[-1].id
+        # bob sends no receipts: his delivered watermark stays at 0, so the connect-time sync
+        # pushes 1..5 again while his sync is pending.
+        await b.reconnect()
+        result = await b.sync({conv: 5})
+        assert [m.seq for m in result.messages] == []
+        sixth = await a.send_message(conv, "m6")
+        events = [e for e in await drain_until_synced(b) if isinstance(e, Msg)]
+        assert [m.seq for m in events] == []
+        assert (await until(b, Msg, conv=conv)).id == sixth.id
+        assert b.cursors[conv] == 6

@@ -4,6 +4,7 @@ timeouts, errors, events, both subprotocols, closing, reconnecting."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import pytest
 import trio
@@ -718,3 +719,24 @@ async def test_reconnect_after_aclose_is_refused() -> None:
         await client.aclose()
         with pytest.raises(ConnectionClosedError):
             await client.reconnect()
+
+
+@pytest.mark.parametrize("read_first", [True, False])
+async def test_a_server_that_closes_before_the_upgrade_is_a_connect_error_at_once(
+    read_first: bool,
+) -> None:
+    # A listener being killed accepts the TCP connection and closes it without an answer.
+    async def close_at_once(stream: trio.SocketStream) -> None:
+        if read_first:
+            await stream.receive_some()
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), close_at_once, 0)
+        port = listeners[0].socket.getsockname()[1]
+        start = trio.current_time()
+        with pytest.raises(ConnectError, match="before the upgrade"):
+            async with open_client(f"ws://127.0.0.1:{port}/ws", token("alice")):
+                pytest.fail("connected")  # pragma: no cover
+        assert trio.current_time() - start < 1
+        nursery.cancel_scope.cancel()

@@ -5,7 +5,7 @@ shard's database; it outlives the shard actor, like a real database outlives its
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
@@ -16,6 +16,7 @@ from storage import (
     Message,
     Role,
     SeqConflict,
+    Unavailable,
     UserConversation,
     direct_key,
 )
@@ -30,6 +31,17 @@ class MemoryBackend(Backend):
         self.roles: dict[str, dict[str, Role]] = {}
         self.lists: dict[str, dict[str, UserConversation]] = {}
         self.seen: dict[str, int] = {}
+        #: Called with each committed batch before its results are returned: a test's hook
+        #: to crash an actor between a commit and its reply.
+        self.after_append: Callable[[list[Message]], Awaitable[None] | None] | None = None
+        self.appends = 0  # append_messages calls
+        self.touches = 0  # touch_user and touch_users calls
+        self.list_reads = 0  # users_conversations calls
+        self.conflicts = 0  # SeqConflicts raised
+        self.lookups = 0  # find_messages calls
+        #: add_user_conversations calls still to fail with Unavailable (after the members
+        #: were written: a membership change that fails midway).
+        self.fail_list_adds = 0
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -42,6 +54,14 @@ class MemoryBackend(Backend):
 
     async def append_messages(self, batch: Sequence[Message]) -> list[AppendResult]:
         await trio.lowlevel.checkpoint()
+        self.appends += 1
+        for m in batch:  # a conflict commits nothing of the batch
+            stored = self.messages.get(m.conv, {})
+            if m.seq in stored and not any(
+                (s.sender, s.cmid) == (m.sender, m.cmid) for s in stored.values()
+            ):
+                self.conflicts += 1
+                raise SeqConflict(m.conv, m.seq, stored[m.seq].id)
         results = []
         for m in batch:
             stored = self.messages.setdefault(m.conv, {})
@@ -51,10 +71,12 @@ class MemoryBackend(Backend):
             if earlier is not None:
                 results.append(AppendResult(earlier, True))
                 continue
-            if m.seq in stored:
-                raise SeqConflict(f"{m.conv} already has seq {m.seq}")
             stored[m.seq] = m
             results.append(AppendResult(m, False))
+        if self.after_append is not None:
+            pending = self.after_append(list(batch))
+            if pending is not None:
+                await pending
         return results
 
     async def messages_after(self, conv: str, after_seq: int, limit: int) -> list[Message]:
@@ -73,6 +95,14 @@ class MemoryBackend(Backend):
     async def last_seq(self, conv: str) -> int:
         await trio.lowlevel.checkpoint()
         return max(self.messages.get(conv, {}), default=0)
+
+    async def find_messages(
+        self, conv: str, keys: Sequence[tuple[str, str]]
+    ) -> list[Message] | None:
+        await trio.lowlevel.checkpoint()
+        self.lookups += 1
+        wanted = set(keys)
+        return [m for m in self.messages.get(conv, {}).values() if (m.sender, m.cmid) in wanted]
 
     async def create_conversation(self, conv: Conversation) -> Conversation:
         existing = await self.get_conversation(conv.conv)
@@ -126,6 +156,9 @@ class MemoryBackend(Backend):
 
     async def add_user_conversations(self, user: str, convs: Sequence[str]) -> None:
         await trio.lowlevel.checkpoint()
+        if self.fail_list_adds:
+            self.fail_list_adds -= 1
+            raise Unavailable("list write failed (test)", retry_after=0.1)
         mine = self.lists.setdefault(user, {})
         for conv in convs:
             mine.setdefault(conv, UserConversation(conv))
@@ -138,6 +171,11 @@ class MemoryBackend(Backend):
     async def user_conversations(self, user: str) -> list[UserConversation]:
         await trio.lowlevel.checkpoint()
         return [entry for _, entry in sorted(self.lists.get(user, {}).items())]
+
+    async def users_conversations(self, users: Sequence[str]) -> dict[str, list[UserConversation]]:
+        await trio.lowlevel.checkpoint()
+        self.list_reads += 1
+        return {u: [e for _, e in sorted(self.lists.get(u, {}).items())] for u in users}
 
     async def advance_delivered(self, user: str, device: str, conv: str, seq: int) -> int:
         await trio.lowlevel.checkpoint()
@@ -159,7 +197,14 @@ class MemoryBackend(Backend):
 
     async def touch_user(self, user: str, last_seen_ts: int) -> None:
         await trio.lowlevel.checkpoint()
+        self.touches += 1
         self.seen[user] = max(self.seen.get(user, 0), last_seen_ts)
+
+    async def touch_users(self, seen: Mapping[str, int]) -> None:
+        await trio.lowlevel.checkpoint()
+        self.touches += 1
+        for user, ts in seen.items():
+            self.seen[user] = max(self.seen.get(user, 0), ts)
 
     async def last_seen(self, user: str) -> int | None:
         await trio.lowlevel.checkpoint()

@@ -60,6 +60,7 @@ class InProcessNode:
     node: Node
     services: Services
     url: str
+    root: Ref
 
     def client(self, user: str, device: str | None = None) -> Any:
         return open_client(self.url, mint_token(SECRET, user, device))
@@ -90,7 +91,7 @@ async def running(tmp_path: Path, **limits: object) -> AsyncIterator[InProcessNo
     services = _MemoryServices(settings, SECRET)
     services.backend = MemoryBackend()
     stop = trio.Event()
-    nodes: list[Node] = []
+    nodes: list[tuple[Node, Ref]] = []
     async with trio.open_nursery() as nursery:
 
         async def run() -> None:
@@ -98,7 +99,7 @@ async def running(tmp_path: Path, **limits: object) -> AsyncIterator[InProcessNo
                 node_spec(services),
                 stop_signals=(),
                 stop=stop,  # type: ignore[arg-type]
-                ready=lambda node, root: nodes.append(node),
+                ready=lambda node, root: nodes.append((node, root)),
             )
 
         nursery.start_soon(run)
@@ -109,7 +110,8 @@ async def running(tmp_path: Path, **limits: object) -> AsyncIterator[InProcessNo
             await trio.sleep(0.01)
         port = json.loads(info.read_text())["port"]
         try:
-            yield InProcessNode(nodes[0], services, f"ws://127.0.0.1:{port}/ws")
+            node, root = nodes[0]
+            yield InProcessNode(node, services, f"ws://127.0.0.1:{port}/ws", root)
         finally:
             stop.set()
 

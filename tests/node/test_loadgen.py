@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -34,6 +37,60 @@ def test_connect_holds_every_connection(node: NodeProcess) -> None:
     assert report["connections"] == 20
     assert report["connect_errors"] == 0
     assert report["handshakes_per_s"] > 0
+
+
+def test_connect_with_the_light_client_holds_every_connection(node: NodeProcess) -> None:
+    report = loadgen(node, "connect", "20", "--light")
+    assert report["connections"] == 20
+    assert report["connect_errors"] == 0
+    assert report["handshakes_per_s"] > 0
+
+
+def test_raw_with_the_light_client_against_an_echo_server() -> None:
+    import trio
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    from gateway._loadgen import LoadPlan, run_load
+
+    ports: list[int] = []
+    done = threading.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        with contextlib.suppress(Exception):
+            while True:
+                await ws.send_message(await ws.get_message())
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+            ports.append(server.port)
+            await trio.to_thread.run_sync(done.wait)
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(serve,))
+    thread.start()
+    try:
+        while not ports:
+            time.sleep(0.01)
+        plan = LoadPlan(
+            url=f"ws://127.0.0.1:{ports[0]}/", secret=b"", mode="raw", users=10, workers=1,
+            light=True,
+        )  # fmt: skip
+        report = run_load(plan)
+    finally:
+        done.set()
+        thread.join(30)
+    assert report.connections == 10
+    assert report.connect_errors == 0
+
+
+def test_the_light_client_only_connects() -> None:
+    from gateway._loadgen import LoadError, LoadPlan, run_load
+
+    plan = LoadPlan(url="ws://127.0.0.1:1/ws", secret=b"s", mode="chat", users=2, light=True)
+    with pytest.raises(LoadError, match="light client"):
+        run_load(plan)
 
 
 def test_chat_acks_and_delivers_every_message(node: NodeProcess) -> None:

@@ -72,6 +72,7 @@ def test_healthz_reports_the_tree_and_storage(observed: tuple[NodeProcess, str])
         "conversations",
         "sessions",
         "gateway",
+        "chaos",
         "admin",
     }
 
