@@ -280,6 +280,7 @@ async def test_the_tree_shows_client_actors_and_heals_a_killed_conversation(
             assert {"conversations", "sessions", "gateway", "storage", "admin"} <= {
                 e["id"] for e in walk(tree)
             }
+
             async def paused() -> None:
                 nonlocal resume, idle
                 resume, idle = trio.Event(), trio.Event()
