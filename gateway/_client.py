@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Final, NoReturn, TypeVar, cast
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 import trio
 import trio_websocket
@@ -274,6 +274,9 @@ class Client:
         self._event_buffer = event_buffer
         self._conn: _Connection | None = None
         self._closing = False
+        # The client's own tasks, each in its own cancel scope: aclose() cancels these, not the
+        # nursery, which may hold the caller's code too (open_client's block runs inside it).
+        self._scopes: set[trio.CancelScope] = set()
         self._pending: dict[Ref, _Pending] = {}
         self._next_ref = 1
         self._cursors: dict[str, ConvCursor] = {}
@@ -553,13 +556,34 @@ class Client:
                 await self._close_connection(self._conn, code, reason)
         finally:
             self._events_send.close()
-            self._nursery.cancel_scope.cancel()
+            for scope in self._scopes:
+                scope.cancel()
+
+    async def _task(
+        self,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one of the client's tasks in a scope :meth:`aclose` cancels (``task_status`` is
+        passed on when ``fn`` takes one, i.e. when started with ``nursery.start``)."""
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                if self._closing:
+                    scope.cancel()
+                if task_status is trio.TASK_STATUS_IGNORED:
+                    await fn(*args)
+                else:
+                    await fn(*args, task_status=task_status)
+            finally:
+                self._scopes.discard(scope)
 
     # ----------------------------------------------------------------------------------------
     # Internals
 
     async def _connect(self) -> Welcome:
-        conn: _Connection = await self._nursery.start(self._run_connection)
+        conn: _Connection = await self._nursery.start(self._task, self._run_connection)
         assert conn.welcome is not None
         return conn.welcome
 
@@ -838,7 +862,7 @@ class Client:
             and self._app_syncing(conv) is None
         ):
             self._filling[conv] = trio.Event()
-            self._nursery.start_soon(self._fill, conv, cursor)
+            self._nursery.start_soon(self._task, self._fill, conv, cursor)
 
     def _wake(self, conv: str) -> None:
         """Tell ``conv``'s filler that its cursor moved, or its sends are done."""

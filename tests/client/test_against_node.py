@@ -157,7 +157,6 @@ async def test_group_admin_and_leave(node: NodeProcess) -> None:
 async def test_reconnect_delivers_what_was_missed_exactly_once(node: NodeProcess) -> None:
     alice, bob = unique("alice"), unique("bob")
     async with open_client(node.url, node.token(alice)) as a:
-        # (b closes by leaving its block: aclose() inside it would cancel the block's rest.)
         async with open_client(node.url, node.token(bob)) as b:
             conv = (await a.create_direct(bob)).conv
             first = await a.send_message(conv, "one")

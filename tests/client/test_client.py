@@ -599,6 +599,7 @@ async def test_close_codes_are_surfaced(code: int, reason: str) -> None:
 
 
 async def test_aclose_closes_with_the_code_and_ends_events() -> None:
+    reached = False
     async with serve_peer() as server, open_client(server.url, token("alice")) as client:
         peer = await server.accept()
         start = trio.current_time()
@@ -615,6 +616,10 @@ async def test_aclose_closes_with_the_code_and_ends_events() -> None:
             await peer.receive()
         assert caught.value.reason is not None
         assert (caught.value.reason.code, caught.value.reason.reason) == (4000, "bye")
+        # aclose() stops the client's tasks, not the caller's block.
+        await trio.lowlevel.checkpoint()
+        reached = True
+    assert reached
 
 
 # ------------------------------------------------------------------------------------------
