@@ -65,6 +65,7 @@ from ._frames import (
 )
 from ._frames import Ref as FrameRef
 from ._messages import (
+    Announce,
     ChangeMembers,
     CloseConnection,
     Inbound,
@@ -215,6 +216,7 @@ class _Connection:
         "sync_jobs_room",
         "sync_mark",
         "user",
+        "watched",
         "writing",
         "ws",
     )
@@ -256,6 +258,7 @@ class _Connection:
         self.room: trio.Event | None = None  # set when a frame left the queue, or it closed
         self.bucket: TokenBucket | None = None
         self.session: Ref | None = None
+        self.watched: set[str] | None = None  # users whose presence this device subscribed to
         self.closing = False
         self.nursery: trio.Nursery | None = None
 
@@ -333,6 +336,10 @@ class _Connection:
             elif kind is Exit:
                 if message.ref == ctx.parent or message.ref is None:
                     self._close(CloseCode.SERVICE_RESTART, "server restart", flush=True)
+            elif kind is Announce:
+                if not self.closing and self.watched:
+                    assert self.nursery is not None
+                    self.nursery.start_soon(self._resubscribe)
             elif kind is Down:
                 if message.ref == self.session:
                     self._close(CloseCode.INTERNAL_ERROR, "session lost", flush=True)
@@ -821,6 +828,26 @@ class _Connection:
         if presence is None:
             return Error(code=ErrorCode.UNAVAILABLE, reason="presence unavailable")
         statuses = await presence.call(Subscribe(self.ctx.ref, tuple(event.users)))
+        if self.watched is None:
+            self.watched = set()
+        self.watched.update(event.users)
+        await self._statuses(statuses)
+        return None
+
+    async def _resubscribe(self) -> None:
+        """Subscribe again to what this device watches, with a restarted presence (its
+        ``Announce``), and send the statuses it answers: they may have changed meanwhile."""
+        presence = self.node.whereis(PRESENCE)
+        if presence is None or not self.watched:
+            return  # gone again: its next incarnation announces itself too
+        try:
+            statuses = await presence.call(Subscribe(self.ctx.ref, tuple(self.watched)))
+            await self._statuses(statuses)
+        except (NoProcError, CallError, StorageError) as exc:
+            self.log.info("presence_resubscribe_failed", error=repr(exc))
+
+    async def _statuses(self, statuses: dict[str, tuple[bool, int | None]]) -> None:
+        store = self.services.store
         for user, (online, last_seen) in statuses.items():
             if online:
                 await self._reply(Presence(user=user, status="online"))
@@ -828,4 +855,3 @@ class _Connection:
                 if last_seen is None:
                     last_seen = await store.last_seen(user)
                 await self._reply(Presence(user=user, status="offline", last_seen=last_seen))
-        return None

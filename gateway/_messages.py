@@ -129,6 +129,13 @@ class Offline:
 
 
 @dataclass(frozen=True, slots=True)
+class Announce:
+    """Cast, from a (re)started presence to every session, and from a session to its
+    connections: presence's state is new, tell it again who is online (and when a user who has
+    no device left was last seen) and which users each connection watches."""
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     """Call: push presence changes of ``users`` to ``conn`` → ``{user: (online, last_seen)}``."""
 

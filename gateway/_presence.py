@@ -7,6 +7,9 @@ are handed together to a linked writer actor, which stores them in one ``touch_u
 one transaction each. Presence itself never waits on storage (the writer does); subscribers
 read storage for users who have not been online since the node started. On shutdown presence
 stores what it holds before it stops (storage stops after it).
+
+Its state is soft: a restarted presence casts ``Announce`` to every session, and the sessions
+(and their connections) tell it again who is online, who left when, and who watches whom.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from actors import Actor, Context, Down, Exit, From, MonitorRef, Ref, Timer
 from storage import Storage, StorageError
 
 from ._frames import Presence
-from ._messages import Offline, Online, Push, Subscribe
-from ._services import PRESENCE, Services
+from ._messages import Announce, Offline, Online, Push, Subscribe
+from ._services import PRESENCE, SESSION_PREFIX, Services
 
 log = structlog.get_logger("gateway")
 
@@ -96,6 +99,15 @@ class PresenceActor(Actor):
         self._unstored = {}
         self._flush = None
         self._writer = self.ctx.spawn_link(_last_seen_writer, services.store)
+        # A restarted presence knows nobody: the sessions tell it again who is online (and
+        # their connections what they watch). On a fresh node there are none yet.
+        node = self.ctx.node
+        announce = Announce()
+        for name in node.registered():
+            if name.startswith(SESSION_PREFIX):
+                ref = node.whereis(name)
+                if ref is not None:
+                    ref.cast(announce)
 
     def handle_cast(self, message: Any) -> None:
         if type(message) is Online:

@@ -35,9 +35,13 @@ def conv_name(conv: str) -> str:
     return f"conv:{conv}"
 
 
+#: The prefix of every session actor's registered name.
+SESSION_PREFIX: Final = "session:"
+
+
 def session_name(user: str) -> str:
     """The registered name of a user's session actor."""
-    return f"session:{user}"
+    return SESSION_PREFIX + user
 
 
 def now_ms() -> int:

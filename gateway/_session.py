@@ -1,7 +1,7 @@
 """The session actor: one per connected user. It knows the user's devices (their connection
 actors), fans events out to them, shares the user's send-rate bucket, and tells presence when the
-user comes and goes (presence stores the last-seen time, in batches). Idle without devices for
-``LINGER`` seconds, it stops ``normal``."""
+user comes and goes (presence stores the last-seen time, in batches), again when a restarted
+presence asks (``Announce``). Idle without devices for ``LINGER`` seconds, it stops ``normal``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import structlog
 from actors import Actor, Down, From, MonitorRef, Ref
 
 from ._frames import CloseCode
-from ._messages import CloseConnection, Deliver, Offline, Online, Push, Register
+from ._messages import Announce, CloseConnection, Deliver, Offline, Online, Push, Register
 from ._ratelimit import TokenBucket
 from ._services import PRESENCE, Services, now_ms, session_name
 
@@ -36,6 +36,7 @@ class SessionActor(Actor):
     _devices: dict[str, Ref]
     _monitors: dict[MonitorRef, str]
     _bucket: TokenBucket
+    _offline_at: int | None  # ms the last device left, while none is connected
 
     def init(self, services: Services, user: str) -> None:
         self.ctx.register(session_name(user))
@@ -43,6 +44,7 @@ class SessionActor(Actor):
         self._user = user
         self._devices = {}
         self._monitors = {}
+        self._offline_at = None
         limits = services.settings.limits
         self._bucket = TokenBucket(limits.send_rate, limits.send_burst, self.ctx.node.now)
 
@@ -53,6 +55,7 @@ class SessionActor(Actor):
                 old.send(CloseConnection(CloseCode.REPLACED, "replaced by a new connection"))
             first = not self._devices
             self._devices[request.device] = request.conn
+            self._offline_at = None
             self._monitors[self.ctx.monitor(request.conn)] = request.device
             if first:
                 self._presence(Online(self._user))
@@ -66,6 +69,17 @@ class SessionActor(Actor):
                 if device != message.exclude_device:
                     conn.send(push)
             return
+        if type(message) is Announce:
+            # Presence restarted with empty state: tell it again whether the user is online
+            # (or when it left: a time cast while presence was down would be lost), and let
+            # each connection subscribe again.
+            if self._devices:
+                self._presence(Online(self._user))
+                for conn in self._devices.values():
+                    conn.send(message)
+            elif self._offline_at is not None:
+                self._presence(Offline(self._user, self._offline_at))
+            return
         raise TypeError(f"unexpected cast {message!r}")
 
     def handle_info(self, message: Any) -> None:
@@ -75,7 +89,8 @@ class SessionActor(Actor):
                 return  # a replaced connection
             del self._devices[device]
             if not self._devices:
-                self._presence(Offline(self._user, now_ms()))
+                self._offline_at = now_ms()
+                self._presence(Offline(self._user, self._offline_at))
                 self.ctx.send_after(LINGER, self.ref, _Linger())
         elif type(message) is _Linger:
             if not self._devices and not self.ctx.mailbox_length:
