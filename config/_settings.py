@@ -49,6 +49,8 @@ def _not_a_bool(value: object) -> object:
 Int = Annotated[int, BeforeValidator(_not_a_bool)]
 Float = Annotated[float, BeforeValidator(_not_a_bool)]
 Port = Int
+GcGen0 = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=100, le=10_000_000)]
+GcOlder = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=1_000)]
 
 
 class _Section(BaseModel):
@@ -71,6 +73,12 @@ class ServerSettings(_Section):
     ws_path: str = "/ws"
     #: ``console`` (readable on a terminal) or ``json`` (one object per line).
     log_format: Literal["console", "json"] = "console"
+    #: The cyclic garbage collector's thresholds (``gc.set_threshold``: allocations before a
+    #: young collection, then young collections before each older one). CPython's 700/10/10
+    #: promote in-flight messages to the old generation so often that a full collection (about
+    #: 0.6 µs per live object: 200 ms at 400,000) ran every few seconds under 800 msgs/s and
+    #: set the ack p99; 20,000/10/10 made them rare (docs/benchmarks.md, "Garbage collection").
+    gc_thresholds: tuple[GcGen0, GcOlder, GcOlder] = (20_000, 10, 10)
 
     @field_validator("ws_path")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,12 @@ def serve(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     configure_logging(settings.server.log_format)
+    # A process-wide choice, so made here and not in the embeddable serve(): rarer full
+    # collections (see ServerSettings.gc_thresholds), none of which scans what the imports
+    # built, since that lives as long as the process.
+    gc.set_threshold(*settings.server.gc_thresholds)
+    gc.collect()
+    gc.freeze()
     try:
         trio.run(run_node, settings)
     except ConfigError as exc:

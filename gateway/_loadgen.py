@@ -37,6 +37,7 @@ target must be a loopback address.
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import math
 import multiprocessing
@@ -51,6 +52,8 @@ from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import trio
+
+from config import ServerSettings
 
 Mode = Literal["connect", "chat", "group", "raw"]
 _T = TypeVar("_T")
@@ -340,6 +343,11 @@ def _summarise_run(
 
 
 def _worker_entry(spec: _WorkerPlan, pipe: Connection) -> None:
+    # The worker's own full collections would show up as the node's latency: collect as
+    # rarely as the node does (ServerSettings.gc_thresholds).
+    gc.set_threshold(*ServerSettings().gc_thresholds)
+    gc.collect()
+    gc.freeze()
     try:
         trio.run(_Worker(spec, pipe).main)
     except KeyboardInterrupt:

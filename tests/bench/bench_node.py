@@ -224,6 +224,13 @@ def main() -> None:
         action="store_true",
         help="only the connection measures (handshakes, memory, their baseline); no traffic",
     )
+    parser.add_argument(
+        "--gc-thresholds",
+        metavar="G0,G1,G2",
+        default=None,
+        help="the node's server.gc_thresholds (default: the node's own, 20000,10,10; "
+        "700,10,10 is CPython's)",
+    )
     parser.add_argument("--echo-server", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -242,7 +249,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-node-") as tmpdir:
         tmp = Path(tmpdir)
-        node = NodeProcess(tmp / "data", NODE_ENV).start()
+        env = dict(NODE_ENV)
+        if args.gc_thresholds:
+            env["PARLEY_SERVER__GC_THRESHOLDS"] = f"[{args.gc_thresholds}]"
+        node = NodeProcess(tmp / "data", env).start()
         try:
             assert node.proc is not None
             pid = node.proc.pid
@@ -303,6 +313,7 @@ def main() -> None:
         "node_cpu_share": round(node_share, 3),
         "loadgen_workers": held.workers,
         "open_files_limit": soft,
+        "node_gc_thresholds": args.gc_thresholds or "default",
     }
     targets = [
         ("connections", held.connections, ">= 15000", held.connections >= 15_000),

@@ -32,6 +32,10 @@ inserts done directly with each driver, per backend (SQLite, PostgreSQL, Cassand
 * ``noop``: a diagnostic row, not a backend: a ``Backend`` whose ``append_messages`` returns at
   once, so the figures are the actor path's own ceiling on this machine.
 
+The process collects garbage with the node's ``server.gc_thresholds`` (as ``parley serve`` sets
+them), since it stands for the node's storage path; ``--gc-thresholds 700,10,10`` measures with
+CPython's defaults.
+
 Prints a table, then (last line with ``--json``) one JSON object keyed by backend.
 Servers: PostgreSQL ``PARLEY_TEST_POSTGRES`` (default root@127.0.0.1:5432/test), Cassandra
 ``PARLEY_TEST_CASSANDRA`` (default 127.0.0.1:9042, protocol 3). An unreachable one is skipped.
@@ -60,6 +64,7 @@ import trio.testing
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from actors import open_node
+from config import ServerSettings
 from storage import (
     AppendResult,
     Backend,
@@ -486,7 +491,21 @@ def main() -> None:
     parser.add_argument(
         "--per-call", type=int, default=10, help="messages per call of the batched figure (10)"
     )
+    parser.add_argument(
+        "--gc-thresholds",
+        metavar="G0,G1,G2",
+        default=None,
+        help="gc.set_threshold for this process (default: the node's server.gc_thresholds, "
+        "as parley serve sets them; 700,10,10 is CPython's)",
+    )
     args = parser.parse_args()
+    thresholds = (
+        tuple(int(t) for t in args.gc_thresholds.split(","))
+        if args.gc_thresholds
+        else ServerSettings().gc_thresholds
+    )
+    gc.set_threshold(*thresholds)
+    note(f"gc thresholds {thresholds}")
     repeat = args.repeat or (1 if args.quick else 3)
     quick = args.quick
     convs = args.convs or (100 if quick else 1000)
