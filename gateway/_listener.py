@@ -20,7 +20,7 @@ import structlog
 import trio
 from wsproto.events import Request
 
-from actors import MAILBOX_OVERFLOW, CallError, Context, NoProcError
+from actors import MAILBOX_OVERFLOW, CallError, Context, NoProcError, Ref
 from supervisors import StartChildError, start_child
 
 from ._auth import Identity, token_from_request, verify_token
@@ -50,31 +50,59 @@ class _Gate:
 
     async def serve(self, stream: trio.SocketStream) -> None:
         """One accepted socket, in its handler task: the opening handshake, then (when it is
-        accepted) this task reads the WebSocket for the connection actor until it ends."""
+        accepted) this task reads the WebSocket for the connection actor until either ends.
+
+        Flat on purpose: this frame lives as long as the connection, so it holds no more
+        than it needs (the handshake's request lives and dies in :meth:`_handshake`'s)."""
         ws = ServerWebSocket(stream, self.services.limits.max_frame)
         try:
-            request = None
-            with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                request = await ws.read_request()
-            if request is not None:
-                await self.handle(ws, request)
+            admitted = await self._handshake(ws)
+            if admitted is None:
+                return
+            identity, sub = admitted
+            devices = self.counts.setdefault(identity.user, Counter())
+            devices[identity.device] += 1
+            try:
+                started = await self._start(ws, identity, sub)
+                if started is None:
+                    return
+                conn, inlet = started
+                del started
+                await inlet.pump(ws, conn)  # no reader task per connection: this one reads
+                reason = await self.ctx.node.wait_exit(conn)
+                if reason == MAILBOX_OVERFLOW:
+                    log.info("connection_closed", user=identity.user, code=CloseCode.SLOW_CONSUMER)
+                    await _close(ws, CloseCode.SLOW_CONSUMER, "too far behind")
+            finally:
+                devices[identity.device] -= 1
+                if devices[identity.device] <= 0:
+                    del devices[identity.device]
+                if not devices:
+                    self.counts.pop(identity.user, None)
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def handle(self, ws: ServerWebSocket, request: Request) -> None:
+    async def _handshake(self, ws: ServerWebSocket) -> tuple[Identity, str | None] | None:
+        """Read the upgrade request and check it: rejected (``None``), or accepted with the
+        client's identity and the chosen subprotocol."""
+        request: Request | None = None
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            request = await ws.read_request()
+        if request is None:
+            return None
         services = self.services
         settings = services.settings
         outcomes = services.metrics.handshakes
         if services.draining:
             outcomes.labels("draining").inc()
             await ws.reject(503, b"the node is shutting down")
-            return
+            return None
         target = urlsplit(request.target)
         if target.path != settings.server.ws_path:
             outcomes.labels("not_found").inc()
             await ws.reject(404, b"not found")
-            return
+            return None
         try:
             token = token_from_request(request.extra_headers, target.query)
             if token is None:
@@ -83,47 +111,38 @@ class _Gate:
         except AuthError as exc:
             outcomes.labels("unauthorized").inc()
             await ws.reject(401, exc.reason.encode())
-            return
+            return None
         try:
             sub = choose_subprotocol(request.subprotocols)
         except RemoteProtocolError as exc:
             outcomes.labels("bad_subprotocol").inc()
             await ws.reject(400, exc.reason.encode())
-            return
-        devices = self.counts.setdefault(identity.user, Counter())
-        others = sum(devices.values()) - devices[identity.device]  # the same device replaces
-        if others >= settings.limits.max_connections_per_user:
-            outcomes.labels("too_many").inc()
-            await ws.reject(429, b"too many connections for this user")
-            if not devices:
-                del self.counts[identity.user]
-            return
+            return None
+        devices = self.counts.get(identity.user)
+        if devices is not None:
+            others = sum(devices.values()) - devices[identity.device]  # the same device replaces
+            if others >= settings.limits.max_connections_per_user:
+                outcomes.labels("too_many").inc()
+                await ws.reject(429, b"too many connections for this user")
+                return None
         try:
             await ws.accept(sub)
         except ConnectionClosed:
-            if not devices:
-                del self.counts[identity.user]
-            return
+            return None
         ws.shed_handshake()
-        del request, target, token  # this frame lives as long as the connection
-        devices[identity.device] += 1
-        try:
-            await self._run(ws, identity, sub)
-        finally:
-            devices[identity.device] -= 1
-            if devices[identity.device] <= 0:
-                del devices[identity.device]
-            if not devices:
-                self.counts.pop(identity.user, None)
+        return identity, sub
 
-    async def _run(self, ws: ServerWebSocket, identity: Identity, sub: str | None) -> None:
-        """Start the connection actor and read its socket for it until either ends."""
+    async def _start(
+        self, ws: ServerWebSocket, identity: Identity, sub: str | None
+    ) -> tuple[Ref, Inlet] | None:
+        """Start the connection actor (and its inlet); ``None`` when it could not be started,
+        the WebSocket then closed with why."""
         outcomes = self.services.metrics.handshakes
         sup = self.ctx.node.whereis(CONNECTIONS)
         if sup is None:
             outcomes.labels("failed").inc()
             await _close(ws, CloseCode.SERVICE_RESTART, "restarting")
-            return
+            return None
         inlet = Inlet()
         try:
             ref = await start_child(sup, ws, identity, sub, inlet)
@@ -132,18 +151,14 @@ class _Gate:
             # same answer as when it is not there, and the listener carries on.
             outcomes.labels("failed").inc()
             await _close(ws, CloseCode.SERVICE_RESTART, "restarting")
-            return
+            return None
         except StartChildError as exc:
             outcomes.labels("failed").inc()
             log.error("connection_start_failed", error=repr(exc.reason))
             await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
-            return
+            return None
         outcomes.labels("accepted").inc()
-        await inlet.pump(ws, ref)  # this task reads the socket: no reader task per connection
-        reason = await self.ctx.node.wait_exit(ref)
-        if reason == MAILBOX_OVERFLOW:
-            log.info("connection_closed", user=identity.user, code=CloseCode.SLOW_CONSUMER)
-            await _close(ws, CloseCode.SLOW_CONSUMER, "too far behind")
+        return ref, inlet
 
 
 async def _close(ws: ServerWebSocket, code: int, reason: str) -> None:
