@@ -235,7 +235,14 @@ class ServerWebSocket:
         return None
 
     async def _on_close(self, event: CloseConnection) -> None:
-        if self._proto.state is ConnectionState.REMOTE_CLOSING:
+        if self._proto.state is ConnectionState.OPEN:
+            # Not the peer's close but a protocol error: once open, wsproto reports a frame it
+            # cannot parse as a close event with the code to fail with (1002, 1007), and
+            # leaves the connection open. Fail it: that close goes to the peer.
+            if self._close is None:
+                self._close = CloseReason(event.code, event.reason or None)
+            await self._try_send(CloseConnection(event.code, event.reason))
+        elif self._proto.state is ConnectionState.REMOTE_CLOSING:
             # The peer began: answer, then close the TCP connection (the server closes first).
             if self._close is None:
                 self._close = CloseReason(event.code, event.reason or None)
