@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import trio
 
+from ._faults import BACKOFF_S
 from ._history import HistoryWriter
 from .node import NodeControl, find_child, supervisors
 
@@ -34,6 +35,8 @@ LIGHT_GAP: Final = (1.0, 2.5)
 PAUSE_S: Final = 2.0
 #: Seconds to let restarts settle before reading a supervisor's children again.
 SETTLE_S: Final = 1.0
+#: Seconds the monkey waits to see a killed actor restarted (then it reports none).
+KILL_WAIT_S: Final = 5.0
 #: The gateway supervisor's restart intensity (gateway/_tree.py); a storm's result says it too.
 GATEWAY_INTENSITY: Final = 3
 
@@ -265,7 +268,9 @@ class Nemesis:
         tree = await self.node.tree()
         befores = {sid: self._pids(s) for sid, s in supervisors(tree).items()}
         sups = supervisors(tree)
-        result = await self.node.chaos_kill(kind, seed=self._seed())
+        # The monkey waits this long for the restart; a storage shard's comes after its backoff.
+        wait = KILL_WAIT_S + BACKOFF_S.get(kind, 0.0)
+        result = await self.node.chaos_kill(kind, seed=self._seed(), wait=wait)
         kills = result.get("kills") or []
         if not kills:
             return result

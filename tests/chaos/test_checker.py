@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage import SHARD_BACKOFF
 from tests.chaos._history import (
     Completion,
     HistoryError,
@@ -583,14 +584,22 @@ def test_message_never_delivered_to_an_online_device(run: Scenario) -> None:
 
 
 def test_killed_actor_not_restarted_or_restarted_slowly(run: Scenario) -> None:
-    kills = [kill_record("conversation", None, "c-1"), kill_record("storage", 3.0, "shard-0")]
+    kills = [
+        kill_record("conversation", None, "c-1"),
+        kill_record("presence", RESTART_BOUND + 1.0, "presence"),
+        # A storage shard comes back after its backoff: late, but within it, is fine ...
+        kill_record("storage", RESTART_BOUND + SHARD_BACKOFF.max - 1.0, "shard-0"),
+        # ... beyond it is not.
+        kill_record("storage", RESTART_BOUND + SHARD_BACKOFF.max + 1.0, "shard-1"),
+    ]
     run.fault("kill.conversation", {"kills": kills, "skipped": 0})
     results = run.finish()
     assert failed(results) == {"restart_bound"}
     found = examples(results, "restart_bound")
     assert [(e["name"], e["problem"]) for e in found] == [
         ("c-1", "not restarted"),
-        ("shard-0", "slow restart"),
+        ("presence", "slow restart"),
+        ("shard-1", "slow restart"),
     ]
 
 
