@@ -184,10 +184,12 @@ async def listener_actor(ctx: Context, services: Services) -> None:
     established connections carry on."""
     ctx.register(LISTENER)
     settings = services.settings
-    listeners = await trio.open_tcp_listeners(settings.server.port, host=settings.server.host)
+    port = settings.server.port if services.port is None else services.port
+    listeners = await trio.open_tcp_listeners(port, host=settings.server.host)
     gate = _Gate(ctx, services)
     async with trio.open_nursery() as handlers:
         sockname = listeners[0].socket.getsockname()
+        services.port = sockname[1]
         accepting = trio.CancelScope()
 
         async def accept() -> None:
