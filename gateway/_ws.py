@@ -196,10 +196,9 @@ class ServerWebSocket:
                 if not data:
                     self._lost()
                     raise ConnectionClosed(self._close or CloseReason(ABNORMAL))
-                try:
-                    self._proto.receive_data(data)
-                except RemoteProtocolError as err:
-                    await self._protocol_error(err)
+                # Once open, wsproto raises on nothing: a frame it cannot parse comes out of
+                # events() as a close (see _on_close).
+                self._proto.receive_data(data)
         finally:
             self._reading = False
 
@@ -251,26 +250,27 @@ class ServerWebSocket:
         self._done()
         raise ConnectionClosed(self._close or CloseReason(event.code, event.reason or None))
 
-    async def _protocol_error(self, err: RemoteProtocolError) -> None:
-        hint = err.event_hint
-        if self._close is None:
-            code = hint.code if isinstance(hint, CloseConnection) else 1002
-            self._close = CloseReason(code, str(err) or None)
-        if hint is not None:
-            await self._try_send(hint)
-        await self._stream.aclose()
-        self._done()
-        raise ConnectionClosed(self._close)
-
     def _lost(self) -> None:
         if self._close is None:
             self._close = CloseReason(ABNORMAL)
         self._done()
 
+    def _ended(self) -> CloseReason | None:
+        """Why the WebSocket closed, once the closing handshake is over (or the socket gone)."""
+        if self._closed is not None and self._closed.is_set():
+            return self._close or CloseReason(ABNORMAL)
+        return None
+
     def _done(self) -> None:
+        """The closing handshake is over (or the socket gone): wake whoever waits for it, and
+        the pings no pong will answer now."""
         if self._closed is None:
             self._closed = trio.Event()
         self._closed.set()
+        if self._pings:
+            for pong in self._pings.values():
+                pong.set()
+            self._pings = None
 
     async def _receive(self) -> bytes:
         try:
@@ -309,6 +309,9 @@ class ServerWebSocket:
         self._pings[payload] = pong
         await self._send_event(Ping(payload=payload))
         await pong.wait()
+        ended = self._ended()
+        if ended is not None:
+            raise ConnectionClosed(ended)  # woken by the end, not by a pong
 
     def _pong(self, payload: bytes) -> None:
         pings = self._pings
@@ -368,7 +371,13 @@ class ServerWebSocket:
                 data = self._proto.send(event)
             except LocalProtocolError:
                 raise ConnectionClosed(self._close or CloseReason(ABNORMAL)) from None
-            await self._stream.send_all(data)
+            try:
+                await self._stream.send_all(data)
+            except trio.Cancelled:
+                # Part of the frame may be on the wire: nothing can follow it any more.
+                if self._close is None:
+                    self._close = CloseReason(ABNORMAL, "a send was cancelled")
+                raise
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self._close is None:
                 self._close = CloseReason(ABNORMAL)

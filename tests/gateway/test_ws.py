@@ -805,3 +805,38 @@ async def test_sends_queued_behind_aclose_go_out_first_or_raise_connection_close
         assert len(outcomes) == 20
         assert set(outcomes.values()) <= {None, CloseReason(4008, "x")}
         assert sorted(texts) == sorted(f"m{n}" for n, reason in outcomes.items() if reason is None)
+
+
+async def test_a_ping_waiting_for_its_pong_raises_when_the_connection_ends() -> None:
+    with trio.fail_after(WAIT):
+        async with harness() as h, trio.open_nursery() as nursery:
+            ws, client = await h.raw_pair()
+            raised: list[CloseReason] = []
+
+            async def ping() -> None:
+                with pytest.raises(ConnectionClosed) as info:
+                    await ws.ping()
+                raised.append(info.value.reason)
+
+            async def read() -> None:
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()
+
+            nursery.start_soon(ping)
+            nursery.start_soon(read)
+            assert isinstance(await client.next_event(), Ping)
+            await client.stream.aclose()  # no pong, no close: the socket just ends
+        assert raised == [CloseReason(1006)]
+
+
+async def test_a_send_cancelled_mid_frame_lets_nothing_follow_it() -> None:
+    with trio.fail_after(WAIT):
+        async with harness() as h:
+            ws, _client = await h.raw_pair()
+            with trio.move_on_after(0.2) as scope:
+                await ws.send_message(b"B" * (32 << 20))  # more than the socket buffers hold
+            assert scope.cancelled_caught
+            # Part of that frame may be on the wire: a next frame would corrupt the stream.
+            assert ws.closed == CloseReason(1006, "a send was cancelled")
+            with pytest.raises(ConnectionClosed):
+                await ws.send_message("next")
