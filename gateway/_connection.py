@@ -27,7 +27,6 @@ from typing import Any, Final
 
 import structlog
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from actors import CallError, Context, Down, Exit, NoProcError, Ref, Timer
 from storage import Conversation, StorageError, Unavailable, direct_key
@@ -93,6 +92,7 @@ from ._services import (
     session_name,
 )
 from ._validate import CONV_ID_RE
+from ._ws import ConnectionClosed, ServerWebSocket
 
 log = structlog.get_logger("gateway")
 
@@ -156,7 +156,7 @@ class Inlet:
             self.wake.set()
             self.wake = None
 
-    async def pump(self, ws: WebSocketConnection, conn: Ref) -> None:
+    async def pump(self, ws: ServerWebSocket, conn: Ref) -> None:
         """Read ``ws`` into ``conn``'s mailbox until the socket closes or ``scope`` is
         cancelled. Checkpoints."""
         with self.scope:
@@ -176,7 +176,7 @@ class Inlet:
 async def connection_actor(
     ctx: Context,
     services: Services,
-    ws: WebSocketConnection,
+    ws: ServerWebSocket,
     identity: Identity,
     sub: str | None,
     inlet: Inlet,
@@ -225,7 +225,7 @@ class _Connection:
         self,
         ctx: Context,
         services: Services,
-        ws: WebSocketConnection,
+        ws: ServerWebSocket,
         identity: Identity,
         sub: str | None,
         inlet: Inlet,

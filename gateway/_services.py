@@ -57,7 +57,7 @@ class Services:
     ``draining`` is set when a graceful shutdown begins; ``metrics`` is the node's own
     Prometheus registry and instruments; ``failpoints`` the node's storage failpoints (passed to
     its shard actors, armed through the chaos admin ops); ``chaos`` the chaos monkey while its
-    actor runs (None otherwise).
+    actor runs (None otherwise); ``port`` the listener's port once it has bound one.
     """
 
     settings: Settings
@@ -68,6 +68,9 @@ class Services:
     draining: bool = False
     failpoints: Failpoints = field(default_factory=Failpoints)
     chaos: Monkey | None = None
+    #: The port the listener bound first: with ``server.port`` 0, a restarted listener binds
+    #: it again, so clients find the node where it was.
+    port: int | None = None
 
     def __post_init__(self) -> None:
         lim = self.settings.limits

@@ -55,3 +55,20 @@ def test_a_dying_connections_supervisor_does_not_crash_the_listener(data_dir: Pa
         assert "actor_crashed" not in node.log()
         # and the node takes connections again
         assert connect(unique("ben")).user
+
+
+def test_a_restarted_listener_binds_the_port_it_had(data_dir: Path) -> None:
+    # The node runs with --port 0: the port is the one the first listener picked.
+    with running_node(data_dir) as node, contextlib.ExitStack() as stack:
+        connect = Connector(node, stack)
+        admin = stack.enter_context(AdminClient(data_dir / "admin.sock"))
+        before = _gateway_children(admin)
+        admin.request("kill", ref="gateway.listener")
+        deadline = time.monotonic() + 5
+        after = _gateway_children(admin)
+        while after.get("listener") in (None, before["listener"]):
+            assert time.monotonic() < deadline, after
+            time.sleep(0.05)
+            after = _gateway_children(admin)
+        # Clients reconnect where the node was (node.url is the port it first announced).
+        assert connect(unique("cat")).user
