@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,32 @@ async def test_an_unopenable_path_fails_open(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.Error):
         await writer.open()
     await writer.aclose()
+
+
+async def test_a_thread_of_its_own_checkpoints_the_wal(tmp_path: Path) -> None:
+    # ~4,000 pages of WAL, under the writer's own (backstop) autocheckpoint: only the
+    # background checkpointer moves them into the database file while the writer is open
+    # (most of them: it waits for about 1,000 pages between two checkpoints).
+    path = tmp_path / "c.db"
+    writer = SqliteWriter(str(path), synchronous="NORMAL", busy_timeout_ms=1000)
+    await writer.open()
+    assert "parley-sqlite-checkpointer" in {t.name for t in threading.enumerate()}
+    assert await writer.run(lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) > (
+        2500
+    )
+    await writer.run(lambda db: db.execute("CREATE TABLE t (x BLOB)"))
+
+    def insert(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO t VALUES (?)", [(b"x" * 3000,) for _ in range(100)])
+        db.execute("COMMIT")
+
+    for _ in range(40):
+        await writer.run(insert)
+    with trio.fail_after(10):
+        while path.stat().st_size < 2500 * 3000:  # noqa: ASYNC110 (a file, no event)
+            await trio.sleep(0.01)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 4000
+    await writer.aclose()
+    assert "parley-sqlite-checkpointer" not in {t.name for t in threading.enumerate()}
