@@ -209,8 +209,14 @@ async def test_a_killed_conversation_restarts_and_nothing_is_lost(tmp_path: Path
         history = await b.history(conv, limit=200)
         assert [m.seq for m in history.messages] == list(range(1, total + 1))
         assert [m.id for m in history.messages] == [ack.id for ack in acks]
-        assert n.sample("parley_supervisor_restarts_total", supervisor="root/conversations") == 2
+        # Each kill hit a live incarnation and the conversation came back after both: by its
+        # supervisor, or first by a retried send starting it on demand while the supervisor
+        # waited for the killed actor's linked helper to go (its restart then ignores).
+        assert len(set(killed)) == 2
         assert n.node.whereis(conv_name(conv)) not in (None, *killed)
+        restarts = n.sample("parley_supervisor_restarts_total", supervisor="root/conversations")
+        assert restarts is not None
+        assert restarts <= 2
 
 
 async def test_a_session_crash_closes_its_connections_with_1011_and_reconnect_works(
