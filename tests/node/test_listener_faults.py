@@ -70,5 +70,12 @@ def test_a_restarted_listener_binds_the_port_it_had(data_dir: Path) -> None:
             assert time.monotonic() < deadline, after
             time.sleep(0.05)
             after = _gateway_children(admin)
-        # Clients reconnect where the node was (node.url is the port it first announced).
-        assert connect(unique("cat")).user
+        # Clients reconnect where the node was (node.url is the port it first announced), once
+        # the new listener has bound it (its pid shows in the tree before that).
+        while True:
+            try:
+                assert connect(unique("cat")).user
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline + 5, node.log()[-3000:]
+                time.sleep(0.05)
