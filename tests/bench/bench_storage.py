@@ -581,6 +581,7 @@ def main() -> None:
         results[kind] = row
         for n in names + paced_names:
             cleanup(kind, n)
+    shutil.rmtree(tmp, ignore_errors=True)  # the SQLite files: ~100 MB a run
     print_table(
         f"Storage actors: group commit vs the raw driver ({args.shards} shard(s))",
         [
