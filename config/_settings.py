@@ -77,8 +77,11 @@ class ServerSettings(_Section):
     #: young collection, then young collections before each older one). CPython's 700/10/10
     #: promote in-flight messages to the old generation so often that a full collection (about
     #: 0.6 µs per live object: 200 ms at 400,000) ran every few seconds under 800 msgs/s and
-    #: set the ack p99; 20,000/10/10 made them rare (docs/benchmarks.md, "Garbage collection").
-    gc_thresholds: tuple[GcGen0, GcOlder, GcOlder] = (20_000, 10, 10)
+    #: set the ack p99. 10,000/4/10 makes full collections rare and keeps each middle one
+    #: small: half-rate ack / delivery p99 50-56 / 58-65 ms, against 94-100 / 122-126 ms with
+    #: 20,000/10/10, for ~10 % less closed-loop throughput (docs/benchmarks.md, "Garbage
+    #: collection").
+    gc_thresholds: tuple[GcGen0, GcOlder, GcOlder] = (10_000, 4, 10)
 
     @field_validator("ws_path")
     @classmethod

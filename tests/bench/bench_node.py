@@ -228,7 +228,7 @@ def main() -> None:
         "--gc-thresholds",
         metavar="G0,G1,G2",
         default=None,
-        help="the node's server.gc_thresholds (default: the node's own, 20000,10,10; "
+        help="the node's server.gc_thresholds (default: the node's own, 10000,4,10; "
         "700,10,10 is CPython's)",
     )
     parser.add_argument("--echo-server", metavar="PORTFILE", help=argparse.SUPPRESS)
