@@ -22,6 +22,17 @@ def _gateway_children(admin: AdminClient) -> dict[str, Any]:
     return {c["id"]: c["pid"] for c in gateway["children"]}
 
 
+def _restarted(admin: AdminClient, child: str, before: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's children once ``child`` has a new pid (within 5 s)."""
+    deadline = time.monotonic() + 5
+    after = _gateway_children(admin)
+    while after.get(child) in (None, before[child]):
+        assert time.monotonic() < deadline, after
+        time.sleep(0.05)
+        after = _gateway_children(admin)
+    return after
+
+
 def test_a_dying_connections_supervisor_does_not_crash_the_listener(data_dir: Path) -> None:
     with running_node(data_dir) as node, contextlib.ExitStack() as stack:
         connect = Connector(node, stack)
@@ -44,12 +55,7 @@ def test_a_dying_connections_supervisor_does_not_crash_the_listener(data_dir: Pa
         admin.request("kill", ref="connections")
         thread.join(15)
         assert outcome, "the handshake neither failed nor closed"
-        deadline = time.monotonic() + 5
-        after = _gateway_children(admin)
-        while after.get("connections") in (None, before["connections"]):
-            assert time.monotonic() < deadline, after
-            time.sleep(0.05)
-            after = _gateway_children(admin)
+        after = _restarted(admin, "connections", before)
         # rest_for_one: the killed child is the last, so only it restarts
         assert after["listener"] == before["listener"], node.log()[-3000:]
         assert "actor_crashed" not in node.log()
@@ -64,12 +70,8 @@ def test_a_restarted_listener_binds_the_port_it_had(data_dir: Path) -> None:
         admin = stack.enter_context(AdminClient(data_dir / "admin.sock"))
         before = _gateway_children(admin)
         admin.request("kill", ref="gateway.listener")
+        _restarted(admin, "listener", before)
         deadline = time.monotonic() + 5
-        after = _gateway_children(admin)
-        while after.get("listener") in (None, before["listener"]):
-            assert time.monotonic() < deadline, after
-            time.sleep(0.05)
-            after = _gateway_children(admin)
         # Clients reconnect where the node was (node.url is the port it first announced), once
         # the new listener has bound it (its pid shows in the tree before that).
         while True:
@@ -77,5 +79,5 @@ def test_a_restarted_listener_binds_the_port_it_had(data_dir: Path) -> None:
                 assert connect(unique("cat")).user
                 break
             except ConnectionRefusedError:
-                assert time.monotonic() < deadline + 5, node.log()[-3000:]
+                assert time.monotonic() < deadline, node.log()[-3000:]
                 time.sleep(0.05)
