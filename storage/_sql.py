@@ -42,6 +42,7 @@ from ._backend import Backend
 from ._bridge import AsyncioBridge
 from ._errors import SchemaMismatch, SeqConflict, StorageError, Unavailable
 from ._records import AppendResult, Conversation, Message, Role, UserConversation, direct_key
+from ._sqlite_child import MESSAGE_COLUMNS
 from ._sqlite_writer import SqliteWriter
 from ._url import PostgresUrl, SqliteUrl
 
@@ -66,7 +67,7 @@ _SQLITE_POOL_SIZE = 12
 
 _Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
 
-_MESSAGE_COLUMNS = "conv, seq, id, sender, cmid, kind, body, body_is_text, ts"
+_MESSAGE_COLUMNS = MESSAGE_COLUMNS
 
 
 def _pg_insert(returning: str, select: str) -> str:
@@ -142,80 +143,6 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
     is_text = isinstance(m.body, str)
     body = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
     return (m.conv, m.seq, m.id, m.sender, m.cmid, m.kind, body, is_text, m.ts)
-
-
-def _sqlite_append_new(
-    db: sqlite3.Connection, batch: Sequence[Message]
-) -> list[AppendResult] | None:
-    """Append a batch of new messages in one transaction, in the ``SqliteWriter``'s thread.
-
-    The rows go in as multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements (which ignore
-    a row on any of the three unique keys) of power-of-two sizes up to 64 rows, and
-    ``last_seq`` moves with ``UPDATE ... FROM (VALUES ...)`` the same way: about a dozen
-    statements for 500 messages rather than one per row, because ``sqlite3`` gives up the GIL
-    for each step and must take it back, waiting behind the node's loop if that holds it.
-    Returns the results, or None, having rolled back, when the batch does not go in whole (a
-    key twice in it, a resend, a seq conflict): ``SqlBackend._append`` then finds out which.
-    """
-    if len({(m.conv, m.sender, m.cmid) for m in batch}) != len(batch):
-        return None
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for chunk in _pow2_chunks(batch):
-            params: list[Any] = []
-            for m in chunk:
-                params.extend(_message_tuple(m))
-            if db.execute(_sqlite_insert_sql(len(chunk)), params).rowcount != len(chunk):
-                db.execute("ROLLBACK")
-                return None
-        top = list(_top_seqs(batch).items())
-        if _UPDATE_FROM:
-            for part in _pow2_chunks(top):
-                db.execute(_sqlite_advance_sql(len(part)), [v for row in part for v in row])
-        else:  # pragma: no cover - SQLite before 3.33
-            db.executemany(_SQLITE_ADVANCE_LAST_SEQ, [(seq, conv, seq) for conv, seq in top])
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise
-    return [AppendResult(m, False) for m in batch]
-
-
-#: Rows per multi-row statement: 9 x 64 = 576 parameters, under SQLite's oldest limit (999).
-_MAX_CHUNK = 64
-_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
-_SQLITE_ADVANCE_LAST_SEQ = "UPDATE conversations SET last_seq = ? WHERE conv = ? AND last_seq < ?"
-
-
-def _pow2_chunks(items: Sequence[T]) -> list[Sequence[T]]:
-    """``items`` in consecutive slices of power-of-two lengths, largest first, at most
-    ``_MAX_CHUNK``: few statements per batch, and few distinct ones to prepare and cache."""
-    out = []
-    i, n = 0, len(items)
-    size = _MAX_CHUNK
-    while i < n:
-        while size > n - i:
-            size //= 2
-        out.append(items[i : i + size])
-        i += size
-    return out
-
-
-@functools.cache
-def _sqlite_insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING"
-
-
-@functools.cache
-def _sqlite_advance_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?)"] * rows)
-    return (
-        f"UPDATE conversations SET last_seq = t.column2 FROM (VALUES {values}) AS t "
-        "WHERE conversations.conv = t.column1 AND conversations.last_seq < t.column2"
-    )
 
 
 def _top_seqs(messages: Sequence[Message]) -> dict[str, int]:
@@ -472,12 +399,17 @@ class SqlBackend(Backend):
             return []
         writer = self._writer
         if writer is not None:
-            try:
-                done = await writer.run(_sqlite_append_new, batch)
-            except sqlite3.Error as exc:
-                raise self._sqlite_error(exc) from exc
-            if done is not None:
-                return done
+            # New messages go in whole in one transaction of the writer process; a batch with
+            # a key twice, a resend or a seq conflict takes the exact path below.
+            if len({(m.conv, m.sender, m.cmid) for m in batch}) == len(batch):
+                try:
+                    whole = await writer.append(
+                        [_message_tuple(m) for m in batch], list(_top_seqs(batch).items())
+                    )
+                except sqlite3.Error as exc:
+                    raise self._sqlite_error(exc) from exc
+                if whole:
+                    return [AppendResult(m, False) for m in batch]
         elif self.name == "postgresql":
             return await self._call(self._append_postgres, batch)
         return await self._call(self._append, list(batch))

@@ -157,12 +157,9 @@ async def test_sqlite_uses_wal_and_the_configured_synchronous(tmp_path: Path) ->
             assert await backend._bridge.run(pragmas, backend) == ("wal", expected)
             # The append path's own connection, too.
             assert backend._writer is not None
-            assert await backend._writer.run(
-                lambda db: (
-                    db.execute("PRAGMA journal_mode").fetchone()[0],
-                    db.execute("PRAGMA synchronous").fetchone()[0],
-                )
-            ) == ("wal", expected)
+            writer = backend._writer
+            assert await writer.execute("PRAGMA journal_mode") == [("wal",)]
+            assert await writer.execute("PRAGMA synchronous") == [(expected,)]
         finally:
             await backend.aclose()
 
