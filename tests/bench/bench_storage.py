@@ -17,11 +17,13 @@ inserts done directly with each driver, per backend (SQLite, PostgreSQL, Cassand
 * ``txn_p50_ms``: the shard's own view of a group-commit transaction (the backend call only,
   without queueing); with ``--shards`` the median over shards.
 * ``commit_p50_ms`` / ``commit_p99_ms``: one message per call, the writers paced at
-  ``half_rate`` (half of ``msgs_per_s``) for ``--seconds`` (3) after a second of warm-up: the
-  time from ``append_messages`` to its reply (queueing + commit). ``paced_msgs_per_s`` is the
-  rate the paced run actually held. The paced run has shard actors of its own on fresh
-  databases, as the headline's first run starts on one (SQLite slows down several times as its
-  indexes grow: a transaction then dirties a page per message in each).
+  ``half_rate`` (half of ``msgs_per_s``): the time from ``append_messages`` to its reply
+  (queueing + commit). ``paced_msgs_per_s`` is the rate the paced run actually held. The paced
+  run has shard actors of its own on fresh databases and writes as many messages as one
+  headline run (the first quarter a warm-up), so it sees the database in the state the rate
+  was measured in (SQLite slows down several times as its indexes grow: a transaction then
+  dirties a page per message in each). ``--seconds S``: a window of S seconds after a second
+  of warm-up instead.
 * ``raw_msgs_per_s``: the same rows written directly with the driver, batched as well as it can
   be: the best of ``--repeat`` runs of each way of batching, and the best way (``raw_how``;
   all in ``raw_by_method``): sqlite3 in 500-row transactions by ``executemany`` or by
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import math
 import os
 import secrets
@@ -85,9 +88,16 @@ SLOTS = 50  # groups of writers the paced run releases in turn
 PACED_PREFIX = "bench.paced"
 
 
+#: Message ids, in the order the messages are made. The node's ids are ULIDs, which sort by
+#: creation time, so its id index grows at one end; ids spread like ``{conv}-{seq}`` would
+#: cost a page per message there too. A counter rather than ULIDs keeps the 5 us a ULID takes
+#: out of the loop being measured.
+_IDS = itertools.count()
+
+
 def message(run: str, conv: int, seq: int) -> Message:
     c = f"{run}-c{conv}"
-    return Message(c, seq, f"{c}-{seq}", "u", f"m{seq}", "text", BODY, seq)
+    return Message(c, seq, f"{run}{next(_IDS):020d}", "u", f"m{seq}", "text", BODY, seq)
 
 
 class NoopBackend(Backend):
@@ -260,10 +270,14 @@ async def through_actors(
             # message per interval (a timer per writer per message would cost the loop as much
             # as the append). A writer still waiting for its previous commit when its group is
             # released sends as soon as it returns. Only calls sent inside the window count.
-            # The paced run gets shards of its own on fresh databases: by now the first ones
-            # hold ~240,000 messages, and on SQLite a 500-message transaction over 1,000
-            # conversations costs several times more there than on the fresh database that
-            # the rate was measured on (it dirties a page per message in each index).
+            # The paced run gets shards of its own on fresh databases, and by default writes as
+            # many messages as one headline run (``per_conv`` per writer, the first quarter a
+            # warm-up): it sees the database in the state the rate was measured in. SQLite's
+            # rate depends on that state: a 500-message transaction over 1,000 conversations
+            # dirties a page per message in each of two indexes, so the same inserts that run
+            # at ~100,000/s into a fresh database hold ~30,000/s once it has ~150,000 rows
+            # (docs/benchmarks.md). A paced run three times longer than a headline run went
+            # into that range, at half of a rate measured before it.
             for index, url in enumerate(paced_urls):
                 options = ShardOptions(max_queue=100_000, name_prefix=PACED_PREFIX)
                 await node.start(StorageShard, index, url, options)
@@ -300,8 +314,14 @@ async def through_actors(
                 await trio.testing.wait_all_tasks_blocked()
                 tick = trio.current_time()
                 step = interval / slots
-                warmup = math.ceil(1.0 / step)  # one second before the window
-                for i in range(warmup + math.ceil(seconds / step)):
+                if seconds:  # a second of warm-up, then the window
+                    warmup, window = math.ceil(1.0 / step), math.ceil(seconds / step)
+                else:  # per_conv messages per writer
+                    total = per_conv * slots
+                    warmup = total // 4
+                    window = total - warmup
+                window_s = window * step
+                for i in range(warmup + window):
                     counting = i >= warmup
                     slot = i % slots
                     released[slot] += 1
@@ -323,7 +343,7 @@ async def through_actors(
             "batched_mean_batch": round(batched["mean_batch"], 1),
             "batched_txn_p50_ms": batched["txn_p50_ms"],
             "half_rate": round(rate / 2),
-            "paced_msgs_per_s": round(len(latencies) / seconds),
+            "paced_msgs_per_s": round(len(latencies) / window_s),
             "commit_p50_ms": round(percentile(latencies, 50) * 1000, 2),
             "commit_p99_ms": round(percentile(latencies, 99) * 1000, 2),
         }
@@ -486,7 +506,12 @@ def main() -> None:
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--backends", default="sqlite,postgresql,cassandra")
     parser.add_argument("--convs", type=int, default=None, help="conversations (1000)")
-    parser.add_argument("--seconds", type=float, default=None, help="paced run length (3)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="paced window after 1 s of warm-up (default: as many messages as a headline run)",
+    )
     parser.add_argument("--shards", type=int, default=1, help="shard actors (1)")
     parser.add_argument(
         "--per-call", type=int, default=10, help="messages per call of the batched figure (10)"
@@ -509,7 +534,7 @@ def main() -> None:
     repeat = args.repeat or (1 if args.quick else 3)
     quick = args.quick
     convs = args.convs or (100 if quick else 1000)
-    seconds = args.seconds or (0.5 if quick else 3.0)
+    seconds = args.seconds or 0.0
     results: dict[str, dict[str, Any]] = {}
     tmp = tempfile.mkdtemp(prefix="parley-bench-")
     for kind in args.backends.split(","):
