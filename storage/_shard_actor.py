@@ -3,10 +3,14 @@
 One ``StorageShard`` owns one shard's :class:`Backend`. It is a plain ``Actor`` that never waits
 on the database itself: it hands work to helper function actors it spawns and links at start,
 
-* one **committer**, which runs one ``append_messages`` transaction at a time. Appends arriving
-  while a transaction is in flight wait in the shard's queue and go together into the next one
-  (up to ``max_batch`` messages): group commit. Each writer is answered only after the
-  transaction holding its messages has committed (or failed).
+* one **committer**, which hands ``append_messages`` transactions to the backend, up to
+  ``pipeline`` (2) at once. Appends arriving while the transactions are in flight wait in the
+  shard's queue and go together into the next one (up to ``max_batch`` messages): group
+  commit. With two in flight the next batch is already at the database when one commits (the
+  SQLite writer runs them in order; PostgreSQL on two connections), instead of waiting for
+  the answer to travel back and the next batch to be made. Each writer is answered only after
+  the transaction holding its messages has committed (or failed). A conversation actor has
+  one append in flight at a time, so two batches never hold two of its messages.
 * ``readers`` **workers** (default 8), which run every other call (reads, membership and
   watermark writes) concurrently; they never wait behind the write queue.
 
@@ -56,6 +60,7 @@ log = structlog.get_logger("storage")
 DEFAULT_MAX_BATCH: Final = 500  # messages per group-commit transaction
 DEFAULT_MAX_QUEUE: Final = 10_000  # messages waiting or in flight before appends are refused
 DEFAULT_READERS: Final = 8  # concurrent non-append calls
+DEFAULT_PIPELINE: Final = 2  # append transactions in flight at once
 _LATENCY_SAMPLES: Final = 512
 
 #: Calls the worker pool runs (everything but ``append_messages``, which is group-committed).
@@ -108,11 +113,13 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class _Commit:
+    number: int  # the shard's count of batches, naming this one in its _Committed
     batch: tuple[tuple[Message, ...], ...]  # one tuple of messages per writer
 
 
 @dataclass(frozen=True, slots=True)
 class _Committed:
+    number: int
     outcomes: tuple[list[AppendResult] | BaseException, ...]  # one per writer, in order
     seconds: float
     ok: bool  # the database answered (False: Unavailable)
@@ -169,29 +176,36 @@ async def _close_quietly(backend: Backend) -> None:
 
 
 async def _committer(ctx: Context, backend: Backend, shard: Ref) -> None:
-    """Run the shard's transactions one at a time; close the backend when the shard exits."""
+    """Run the shard's transactions, each in a task of its own (the shard bounds how many are
+    in flight); close the backend when the shard exits."""
     ctx.trap_exit = True
     now = ctx.node.now
+
+    async def commit(message: _Commit) -> None:
+        started = now()
+        # The shard sees this only once we wait inside the backend call, by when the
+        # transaction is on its way (written to the SQLite writer's pipe, or submitted to the
+        # bridge): it answers the previous batch's writers then.
+        shard.send(_STARTED)
+        outcomes, ok = await _commit(backend, message.batch)
+        shard.send(_Committed(message.number, outcomes, now() - started, ok))
+
     try:
-        while True:
-            message = await ctx.receive()
-            if type(message) is _Commit:
-                started = now()
-                # The shard sees this only once we wait inside the backend call, by when
-                # the transaction is on its way (queued for the SQLite writer's thread, or
-                # submitted to the bridge): it answers the previous batch's writers then.
-                shard.send(_STARTED)
-                outcomes, ok = await _commit(backend, message.batch)
-                shard.send(_Committed(outcomes, now() - started, ok))
-            elif type(message) is _Ping:
-                try:
-                    await backend.ping()
-                except Exception as exc:
-                    shard.send(_Pinged(exc))
-                else:
-                    shard.send(_Pinged(None))
-            elif type(message) is Exit and message.ref == shard:
-                return
+        async with anyio.create_task_group() as tasks:
+            while True:
+                message = await ctx.receive()
+                if type(message) is _Commit:
+                    tasks.start_soon(commit, message)
+                elif type(message) is _Ping:
+                    try:
+                        await backend.ping()
+                    except Exception as exc:
+                        shard.send(_Pinged(exc))
+                    else:
+                        shard.send(_Pinged(None))
+                elif type(message) is Exit and message.ref == shard:
+                    tasks.cancel_scope.cancel()  # the shard told their writers Unavailable
+                    return
     finally:
         await _close_quietly(backend)
 
@@ -267,9 +281,11 @@ class ShardOptions:
     ``max_batch``: most messages in one group-commit transaction (500). ``max_queue``: most
     messages waiting or in flight, and most non-append calls waiting for a reader; beyond it
     calls fail at once with ``Unavailable`` (10,000). ``readers``: non-append calls run
-    concurrently (8). ``breaker_threshold``: consecutive ``Unavailable`` failures that open the
-    circuit breaker (3). ``breaker_cooldown``: seconds it stays open before the first probe
-    (1.0); each failed probe doubles it, up to ``breaker_max_cooldown`` (30.0).
+    concurrently (8). ``pipeline``: append transactions in flight at once (2; 1 waits for each
+    commit before the next batch is made). ``breaker_threshold``: consecutive ``Unavailable``
+    failures that open the circuit breaker (3). ``breaker_cooldown``: seconds it stays open
+    before the first probe (1.0); each failed probe doubles it, up to ``breaker_max_cooldown``
+    (30.0).
     ``name_prefix``: the actor registers as ``f"{name_prefix}.{index}"``. ``failpoints``: the
     node's :class:`storage.Failpoints` (``storage.after_commit``, ``storage.after_reply``), for
     chaos tests; None (the default) has none.
@@ -284,10 +300,11 @@ class ShardOptions:
     breaker_cooldown: float = 1.0
     breaker_max_cooldown: float = 30.0
     name_prefix: str = "storage.shard"
+    pipeline: int = DEFAULT_PIPELINE
     failpoints: Failpoints | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for field in ("max_batch", "max_queue", "readers", "breaker_threshold"):
+        for field in ("max_batch", "max_queue", "readers", "breaker_threshold", "pipeline"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)!r}")
         if not 0 < self.breaker_cooldown <= self.breaker_max_cooldown:
@@ -330,6 +347,7 @@ class StorageShard(Actor):
         self.options = options
         self.max_batch = options.max_batch
         self.max_queue = options.max_queue
+        self.pipeline = options.pipeline
         self.breaker_threshold = options.breaker_threshold
         self.breaker_cooldown = options.breaker_cooldown
         self.breaker_max_cooldown = options.breaker_max_cooldown
@@ -354,8 +372,10 @@ class StorageShard(Actor):
         # group commit
         self._pending: deque[_Writer] = deque()
         self._pending_msgs = 0
-        self._in_flight: tuple[_Writer, ...] = ()
+        # batches handed to the committer and not answered yet, by number, oldest first
+        self._in_flight: dict[int, tuple[_Writer, ...]] = {}
         self._in_flight_msgs = 0
+        self._batches = 0
         # a committed batch whose writers are answered when the next transaction has started
         self._answering: tuple[tuple[_Writer, ...], tuple[Any, ...]] | None = None
         self._probing = False
@@ -407,7 +427,7 @@ class StorageShard(Actor):
                     self._arm_deadline(deadline)
             self._pending.append(_Writer(messages, from_, deadline, timeout))
             self._pending_msgs += count
-            if not self._in_flight:
+            if len(self._in_flight) < self.pipeline:
                 self._dispatch_commit()
             return NOREPLY
         if op == "ping":
@@ -457,9 +477,10 @@ class StorageShard(Actor):
             taken.append(writer)
             count += len(writer.messages)
         self._pending_msgs -= count
-        self._in_flight = tuple(taken)
-        self._in_flight_msgs = count
-        self._committer.send(_Commit(tuple(w.messages for w in taken)))
+        self._batches += 1
+        self._in_flight[self._batches] = tuple(taken)
+        self._in_flight_msgs += count
+        self._committer.send(_Commit(self._batches, tuple(w.messages for w in taken)))
 
     def _on_committed(self, done: _Committed) -> None:
         failpoints = self._failpoints
@@ -467,10 +488,9 @@ class StorageShard(Actor):
             # Crashing here leaves the batch in flight: terminate() tells its writers
             # Unavailable, though their messages are committed.
             failpoints.fire(STORAGE_AFTER_COMMIT)
-        writers = self._in_flight
-        self._in_flight = ()
-        count = self._in_flight_msgs
-        self._in_flight_msgs = 0
+        writers = self._in_flight.pop(done.number)
+        count = sum(len(w.messages) for w in writers)
+        self._in_flight_msgs -= count
         if done.ok:
             self._commits += 1
             self._committed_msgs += count
@@ -481,9 +501,10 @@ class StorageShard(Actor):
         else:
             self._failed_commits += 1
             self._failed()
-        if self._pending and self._breaker == "closed":
+        if self._pending and self._breaker == "closed" and len(self._in_flight) < self.pipeline:
             # Start the next transaction first, and answer these writers once it is on its way
             # (_Started): woken now, their next calls would run before the committer does.
+            self._on_started()  # (an earlier batch's writers, if still waiting for that)
             self._answering = (writers, done.outcomes)
             self._dispatch_commit()
         else:
@@ -533,7 +554,7 @@ class StorageShard(Actor):
         if late:
             self._pending = deque(w for w in self._pending if w.deadline > now)
             self._pending_msgs -= sum(len(w.messages) for w in late)
-        late.extend(w for w in self._in_flight if w.deadline <= now)
+        late.extend(w for b in self._in_flight.values() for w in b if w.deadline <= now)
         for writer in late:
             writer.from_.reply(
                 Failure(
@@ -544,7 +565,8 @@ class StorageShard(Actor):
                     )
                 )
             )
-        waiting = [w.deadline for w in (*self._in_flight, *self._pending) if not w.from_.done]
+        in_flight = [w for b in self._in_flight.values() for w in b]
+        waiting = [w.deadline for w in (*in_flight, *self._pending) if not w.from_.done]
         if waiting:
             self._arm_deadline(min(waiting))
 
@@ -632,9 +654,9 @@ class StorageShard(Actor):
     def terminate(self, reason: object) -> None:
         self._on_started(failpoint=False)  # a committed batch not answered yet: it stands
         error = Unavailable(f"storage shard {self.index} stopped ({reason!r})", retry_after=0.1)
-        for writer in (*self._in_flight, *self._pending):
+        for writer in (*(w for b in self._in_flight.values() for w in b), *self._pending):
             writer.from_.reply(Failure(error))
-        self._in_flight = ()
+        self._in_flight.clear()
         self._pending.clear()
         while self._jobs:
             self._jobs.popleft().from_.reply(Failure(error))
@@ -651,6 +673,7 @@ class StorageShard(Actor):
             "queued_messages": self._pending_msgs,
             "queued_writers": len(self._pending),
             "in_flight_messages": self._in_flight_msgs,
+            "in_flight_batches": len(self._in_flight),
             "queued_calls": len(self._jobs),
             "busy_readers": len(self._workers) - len(self._idle),
             "commits": self._commits,

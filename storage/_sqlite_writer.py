@@ -44,8 +44,10 @@ class SqliteWriter:
 
     ``await open()`` starts the process and waits for it to connect; ``await append(rows,
     tops)`` runs ``_sqlite_child.append_new`` there; ``await execute(sql, params)`` runs one
-    statement and returns its rows; ``await aclose()`` ends the process. One request at a time,
-    in order. The process exits by itself when the node's process dies.
+    statement and returns its rows; ``await aclose()`` ends the process. Requests may be made
+    concurrently: they are sent at once and run one after the other, in the order sent, so
+    the next transaction is there when one ends. The process exits by itself when the node's
+    process dies.
     """
 
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int) -> None:
@@ -55,7 +57,9 @@ class SqliteWriter:
         self._process: Process | None = None
         self._to_child = self._from_child = -1  # our ends of the pipes
         self._buffer = bytearray()  # replies read but not yet taken
-        self._lock = anyio.Lock()
+        self._send_lock = anyio.Lock()
+        self._read_lock = anyio.Lock()
+        self._replies: dict[int, tuple[Any, ...]] = {}  # read, not yet taken by their caller
         self._jobs = 0
         self._broken: str | None = None  # why requests fail at once, once set
 
@@ -101,7 +105,7 @@ class SqliteWriter:
         self._process = process
         try:
             with anyio.fail_after(_CLOSE_DEADLINE * 6):
-                await self._result(0)
+                _outcome(self.path, await self._reply(0))
         except TimeoutError:
             self._broken = "the SQLite writer process did not start"
             raise Unavailable(f"{self._broken} ({self.path})", retry_after=1.0) from None
@@ -126,27 +130,44 @@ class SqliteWriter:
         return [tuple(row) for row in rows]
 
     async def _request(self, op: str, *args: Any) -> Any:
-        async with self._lock:
-            process = self._process
-            if process is None or self._broken is not None:
-                reason = self._broken or "closed"
-                raise Unavailable(f"the SQLite writer of {self.path} is {reason}", retry_after=0)
-            self._jobs += 1
-            job = self._jobs
-            with anyio.CancelScope(shield=True):  # a frame cut short would desync the pipe
-                await self._send((op, job, *args))
-            try:
-                return await self._result(job)
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_DEADLINE):
-                    await self._send(("interrupt", job))
-                    # interrupted, or failed on its own: either way not done
-                    with contextlib.suppress(sqlite3.Error, StorageError):
-                        await self._result(job)
-                    raise
-                self._broken = "not answering"
-                process.kill()
+        process = self._process
+        if process is None or self._broken is not None:
+            reason = self._broken or "closed"
+            raise Unavailable(f"the SQLite writer of {self.path} is {reason}", retry_after=0)
+        self._jobs += 1
+        job = self._jobs
+        await self._send_frame((op, job, *args))
+        try:
+            return _outcome(self.path, await self._reply(job))
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_DEADLINE):
+                await self._send_frame(("interrupt", job))
+                # interrupted, or failed on its own: either way not done
+                with contextlib.suppress(sqlite3.Error, StorageError):
+                    _outcome(self.path, await self._reply(job))
                 raise
+            self._broken = "not answering"
+            process.kill()
+            raise
+
+    async def _send_frame(self, frame: tuple[Any, ...]) -> None:
+        # Shielded: a frame cut short would put the pipe out of step. Whole frames, one
+        # sender at a time (requests may be pipelined: the process runs them in order).
+        with anyio.CancelScope(shield=True):
+            async with self._send_lock:
+                await self._send(frame)
+
+    async def _reply(self, job: int) -> tuple[Any, ...]:
+        """The reply frame to ``job``. Callers take turns reading frames, each kept for its
+        job, until their own has come (the process answers in request order)."""
+        replies = self._replies
+        while job not in replies:
+            async with self._read_lock:
+                if job not in replies:
+                    (size,) = _HEADER.unpack(await self._receive_exactly(_HEADER.size))
+                    frame = marshal.loads(await self._receive_exactly(size))
+                    replies[frame[1]] = frame
+        return replies.pop(job)
 
     async def _send(self, frame: tuple[Any, ...]) -> None:
         payload = marshal.dumps(frame)
@@ -181,21 +202,6 @@ class SqliteWriter:
         del buffer[:size]
         return data
 
-    async def _result(self, job: int) -> Any:
-        """The reply to ``job``: its result, or its error raised."""
-        (size,) = _HEADER.unpack(await self._receive_exactly(_HEADER.size))
-        frame = marshal.loads(await self._receive_exactly(size))
-        if frame[1] != job:  # never expected: the pipe is out of step
-            self._broken = f"out of step (reply to job {frame[1]}, awaiting {job})"
-            raise StorageError(f"the SQLite writer of {self.path} is {self._broken}")
-        if frame[0] == "ok":
-            return frame[2]
-        name, message = frame[2], frame[3]
-        error = getattr(sqlite3, name, None)
-        if isinstance(error, type) and issubclass(error, sqlite3.Error):
-            raise error(message)
-        raise StorageError(f"the SQLite writer of {self.path} failed: {name}: {message}")
-
     def _close_pipes(self) -> None:
         for fd in (self._to_child, self._from_child):
             if fd >= 0:
@@ -224,3 +230,14 @@ class SqliteWriter:
             finally:
                 self._close_pipes()
                 await process.aclose()
+
+
+def _outcome(path: str, frame: tuple[Any, ...]) -> Any:
+    """A reply frame's result, or its error raised (``sqlite3``'s class when it is one)."""
+    if frame[0] == "ok":
+        return frame[2]
+    name, message = frame[2], frame[3]
+    error = getattr(sqlite3, name, None)
+    if isinstance(error, type) and issubclass(error, sqlite3.Error):
+        raise error(message)
+    raise StorageError(f"the SQLite writer of {path} failed: {name}: {message}")

@@ -44,6 +44,7 @@ class Probe:
         self.transactions: list[int] = []  # batch sizes, in commit order
         self.committed: set[str] = set()  # message ids committed so far
         self.gate: trio.Event | None = None
+        self.gates: dict[str, trio.Event] = {}  # by the batch's first conversation
         self.down = False
         self.pings = 0
 
@@ -62,6 +63,9 @@ class Probe:
     async def append_messages(self, batch: Sequence[Message]) -> list[AppendResult]:
         if self.gate is not None:
             await self.gate.wait()
+        gate = self.gates.get(batch[0].conv) if batch else None
+        if gate is not None:
+            await gate.wait()
         if self.down:
             raise Unavailable("the test says the database is down")
         results = await self.inner.append_messages(batch)
@@ -144,9 +148,10 @@ async def test_group_commit_batches_and_answers_after_the_commit(
 
 
 async def test_a_batch_is_answered_while_the_next_one_commits(node: Node, sqlite_url: str) -> None:
-    # The shard starts the next transaction before it answers the writers of the last one
-    # (so that their next calls do not hold up its start), and answers them once it has.
-    probe, storage = await start_shard(node, sqlite_url)
+    # One transaction at a time: the shard starts the next transaction before it answers the
+    # writers of the last one (so that their next calls do not hold up its start), and
+    # answers them once it has.
+    probe, storage = await start_shard(node, sqlite_url, ShardOptions(pipeline=1))
     first_gate, second_gate = trio.Event(), trio.Event()
     probe.gate = first_gate
     answered: list[str] = []
@@ -172,6 +177,53 @@ async def test_a_batch_is_answered_while_the_next_one_commits(node: Node, sqlite
         second_gate.set()
     assert answered == ["a", "b"]
     assert probe.transactions == [1, 1]
+
+
+async def test_two_transactions_are_in_flight_at_once(node: Node, sqlite_url: str) -> None:
+    # pipeline=2 (the default): while a's transaction is held, b's goes to the backend too;
+    # c waits in the queue for a free slot. Each writer is answered once its own commits,
+    # in whatever order they do.
+    probe, storage = await start_shard(node, sqlite_url)
+    gates = {"a": trio.Event(), "b": trio.Event()}
+    probe.gates = gates
+    answered: list[str] = []
+
+    async def writer(conv: str) -> None:
+        await storage.append_messages([msg(conv, 1)])
+        answered.append(conv)
+
+    async with trio.open_nursery() as nursery:
+        for conv in "abc":
+            nursery.start_soon(writer, conv)
+            await trio.testing.wait_all_tasks_blocked()
+        st = status(node)
+        assert (st["in_flight_batches"], st["in_flight_messages"], st["queued_messages"]) == (
+            2,
+            2,
+            1,
+        )
+        gates["b"].set()  # b commits first: its writer is answered; c takes the free slot
+        with trio.fail_after(5):
+            while answered != ["b", "c"]:  # noqa: ASYNC110 (polls a list the writers fill)
+                await trio.sleep(0.01)
+        assert status(node)["in_flight_batches"] == 1
+        gates["a"].set()
+    assert answered == ["b", "c", "a"]
+    assert sorted(probe.committed) == ["a-1", "b-1", "c-1"]
+    assert await storage.last_seq("a") == 1
+
+
+async def test_pipeline_one_has_one_transaction_in_flight(node: Node, sqlite_url: str) -> None:
+    probe, storage = await start_shard(node, sqlite_url, ShardOptions(pipeline=1))
+    probe.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for conv in "abc":
+            nursery.start_soon(storage.append_messages, [msg(conv, 1)])
+            await trio.testing.wait_all_tasks_blocked()
+        st = status(node)
+        assert (st["in_flight_batches"], st["queued_messages"]) == (1, 2)
+        probe.gate.set()
+    assert probe.transactions == [1, 2]
 
 
 async def test_batch_size_is_bounded(node: Node, sqlite_url: str) -> None:
@@ -211,7 +263,10 @@ async def test_seqs_stay_gapless_with_many_concurrent_writers(tmp_path: Path) ->
 async def test_resend_is_idempotent_in_one_batch_and_across_batches(
     node: Node, sqlite_url: str
 ) -> None:
-    probe, storage = await start_shard(node, sqlite_url)
+    # One transaction in flight, so that the resends go in after the first: two in flight
+    # would hold up at the same gate and race to commit (either one stored, the other a
+    # duplicate of it; the node never has two appends of one conversation in flight).
+    probe, storage = await start_shard(node, sqlite_url, ShardOptions(pipeline=1))
     first = msg("c", 1, cmid="x")
     resend = Message("c", 2, "other-id", "u", "x", "text", "again", 2)
     probe.gate = trio.Event()
@@ -393,7 +448,8 @@ async def test_a_call_past_its_deadline_is_unavailable(node: Node, sqlite_url: s
 async def test_the_shard_answers_each_writer_at_its_own_deadline(
     node: Node, sqlite_url: str
 ) -> None:
-    probe, _ = await start_shard(node, sqlite_url)
+    # one transaction in flight, so that the later writers wait in the queue
+    probe, _ = await start_shard(node, sqlite_url, ShardOptions(pipeline=1))
     patient = Storage(node, shards=1, timeout=None)
     slow = Storage(node, shards=1, timeout=30.0)
     hasty = Storage(node, shards=1, timeout=0.05)
