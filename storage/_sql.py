@@ -64,6 +64,9 @@ _CLOSE_DEADLINE = 5.0
 # pool (5 kept) every call beyond 5 in flight opened and closed a connection of its own: an
 # aiosqlite thread, the file and the pragmas, each time.
 _SQLITE_POOL_SIZE = 12
+#: PostgreSQL connections kept for appends while idle: one per transaction a shard keeps in
+#: flight (``ShardOptions.pipeline``'s default).
+_PG_APPENDERS = 2
 
 _Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
 
@@ -216,9 +219,9 @@ class SqlBackend(Backend):
         self._engine: AsyncEngine | None = None
         self._acquired = False
         self._writer: SqliteWriter | None = None  # SQLite: the append path's own connection
-        # PostgreSQL: the append path's connection, checked out of the pool and kept
-        self._pg_held: tuple[AsyncConnection, Any] | None = None
-        self._pg_busy = False
+        # PostgreSQL: the append path's connections (pool connection, asyncpg connection),
+        # checked out of the pool and kept while idle, up to _PG_APPENDERS
+        self._pg_idle: list[tuple[AsyncConnection, Any]] = []
         self._insert = sqlite.insert if isinstance(url, SqliteUrl) else postgresql.insert
 
     def __repr__(self) -> str:
@@ -378,8 +381,8 @@ class SqlBackend(Backend):
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_DEADLINE):
             try:
                 if engine is not None:
-                    if self._pg_held is not None:
-                        await self._bridge.run(self._release_pg_appender, False)
+                    while self._pg_idle:
+                        await self._bridge.run(self._release_pg_appender, self._pg_idle.pop())
                     await self._bridge.run(engine.dispose)
             finally:
                 if acquired:
@@ -416,41 +419,34 @@ class SqlBackend(Backend):
 
     async def _append_postgres(self, batch: Sequence[Message]) -> list[AppendResult]:
         """One round trip for a batch of new messages (``_PG_APPEND_NEW``), else the exact
-        path; on the bridge loop. The statement runs on a connection kept for appends (the
-        shard's committer is its one user), or, while that is busy with a concurrent call, on
-        one from the pool."""
+        path; on the bridge loop. The statement runs on a connection kept for appends: the
+        shard's committer has up to ``pipeline`` transactions in flight, each on one of them."""
         if len({(m.conv, m.sender, m.cmid) for m in batch}) == len(batch):
             columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
             for m in batch:
                 for column_, value in zip(columns, _message_tuple(m), strict=True):
                     column_.append(value)
-            if self._pg_busy:
-                assert self._engine is not None
-                async with self._engine.connect() as conn:
-                    driver = (await conn.get_raw_connection()).driver_connection
-                    done = await self._pg_append_new(driver, columns, len(batch), held=False)
-            else:
-                self._pg_busy = True
-                try:
-                    driver = await self._pg_appender()
-                    done = await self._pg_append_new(driver, columns, len(batch), held=True)
-                finally:
-                    self._pg_busy = False
+            held = await self._pg_appender()
+            done = await self._pg_append_new(held, columns, len(batch))
             if done:
                 return [AppendResult(m, False) for m in batch]
         return await self._append(list(batch))
 
     async def _pg_append_new(
-        self, db: Any, columns: tuple[list[Any], ...], count: int, *, held: bool
+        self, held: tuple[AsyncConnection, Any], columns: tuple[list[Any], ...], count: int
     ) -> bool:
-        """Run ``_PG_APPEND_NEW``; False if the batch did not go in whole (nothing committed).
+        """Run ``_PG_APPEND_NEW`` on a held connection; False if the batch did not go in whole
+        (nothing committed). The connection goes back to the idle ones, or, when it failed or
+        was cancelled mid-statement, is dropped.
 
-        Raises ``Unavailable`` if the connection is gone (a held one is then dropped),
-        ``StorageError`` if the server rejects a row or asyncpg cannot encode one.
+        Raises ``Unavailable`` if the connection is gone, ``StorageError`` if the server
+        rejects a row or asyncpg cannot encode one.
         """
+        db = held[1]
         try:
             await db.fetchval(_PG_APPEND_NEW, *columns, count)
         except asyncpg.DivisionByZeroError:
+            self._pg_idle.append(held)
             return False
         except Exception as exc:
             # asyncpg's client-side DataError is an InterfaceError and a ValueError: a row it
@@ -458,27 +454,31 @@ class SqlBackend(Backend):
             if db.is_closed() or (
                 isinstance(exc, _PG_CONNECTION_ERRORS) and not isinstance(exc, ValueError)
             ):
-                if held:
-                    await self._release_pg_appender(True)
+                await self._release_pg_appender(held, invalidate=True)
                 raise Unavailable(f"{self.url.redacted()}: {_short(exc)}") from exc
+            self._pg_idle.append(held)
             if isinstance(exc, asyncpg.PostgresError | ValueError):
                 raise StorageError(f"{self.url.redacted()}: {_short(exc)}") from exc
             raise
         except BaseException:
-            # Cancelled mid-statement: start the next call on a fresh connection.
-            if held:
-                await self._release_pg_appender(True)
+            # Cancelled mid-statement: the next call starts on a fresh connection.
+            await self._release_pg_appender(held, invalidate=True)
             raise
+        if len(self._pg_idle) < _PG_APPENDERS:
+            self._pg_idle.append(held)
+        else:
+            await self._release_pg_appender(held)
         return True
 
-    async def _pg_appender(self) -> Any:
-        """The asyncpg connection appends use, checked out once (pre-pinged) and kept while it
-        lives; a closed one is replaced."""
-        held = self._pg_held
-        if held is not None:
+    async def _pg_appender(self) -> tuple[AsyncConnection, Any]:
+        """An idle append connection (its pool connection and asyncpg connection), else one
+        checked out of the pool (pre-pinged) for appends; closed ones are dropped."""
+        idle = self._pg_idle
+        while idle:
+            held = idle.pop()
             if not held[1].is_closed():
-                return held[1]
-            await self._release_pg_appender(True)
+                return held
+            await self._release_pg_appender(held, invalidate=True)
         assert self._engine is not None
         conn = await self._engine.connect()
         try:
@@ -486,13 +486,11 @@ class SqlBackend(Backend):
         except BaseException:
             await conn.close()
             raise
-        self._pg_held = (conn, driver)
-        return driver
+        return (conn, driver)
 
-    async def _release_pg_appender(self, invalidate: bool) -> None:
-        held, self._pg_held = self._pg_held, None
-        if held is None:
-            return
+    async def _release_pg_appender(
+        self, held: tuple[AsyncConnection, Any], *, invalidate: bool = False
+    ) -> None:
         conn = held[0]
         try:
             if invalidate:
