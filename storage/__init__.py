@@ -32,6 +32,7 @@ from ._ring import DEFAULT_VNODES as DEFAULT_VNODES
 from ._ring import HashRing as HashRing
 from ._shard_actor import DEFAULT_MAX_BATCH as DEFAULT_MAX_BATCH
 from ._shard_actor import DEFAULT_MAX_QUEUE as DEFAULT_MAX_QUEUE
+from ._shard_actor import DEFAULT_PIPELINE as DEFAULT_PIPELINE
 from ._shard_actor import ShardOptions as ShardOptions
 from ._shard_actor import StorageShard as StorageShard
 from ._shard_actor import shard_name as shard_name

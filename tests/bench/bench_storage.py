@@ -2,7 +2,7 @@
 inserts done directly with each driver, per backend (SQLite, PostgreSQL, Cassandra).
 
     python tests/bench/bench_storage.py [--json] [--quick] [--repeat N] [--convs N] [--seconds S]
-        [--shards N] [--per-call N] [--backends sqlite,postgresql,cassandra,noop]
+        [--shards N] [--per-call N] [--pipeline N] [--backends sqlite,postgresql,cassandra,noop]
 
 * ``msgs_per_s`` (the figure compared with the targets): ``--convs`` conversations (default
   1,000), one writer each (as the conversation actor), appending one 200-byte message per call
@@ -69,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from actors import open_node
 from config import ServerSettings
 from storage import (
+    DEFAULT_PIPELINE,
     AppendResult,
     Backend,
     Message,
@@ -205,10 +206,12 @@ async def through_actors(
     seconds: float,
     repeat: int,
     per_call: int,
+    pipeline: int = DEFAULT_PIPELINE,
 ) -> dict[str, Any]:
     async with open_node() as node:
         for index, url in enumerate(urls):
-            await node.start(StorageShard, index, url, ShardOptions(max_queue=100_000))
+            options = ShardOptions(max_queue=100_000, pipeline=pipeline)
+            await node.start(StorageShard, index, url, options)
         storage = Storage(node, shards=len(urls))
         shards = range(len(urls))
         run = secrets.token_hex(3)
@@ -279,7 +282,9 @@ async def through_actors(
             # (docs/benchmarks.md). A paced run three times longer than a headline run went
             # into that range, at half of a rate measured before it.
             for index, url in enumerate(paced_urls):
-                options = ShardOptions(max_queue=100_000, name_prefix=PACED_PREFIX)
+                options = ShardOptions(
+                    max_queue=100_000, name_prefix=PACED_PREFIX, pipeline=pipeline
+                )
                 await node.start(StorageShard, index, url, options)
             storage = Storage(node, shards=len(paced_urls), prefix=PACED_PREFIX)
             interval = convs / (rate / 2)
@@ -517,6 +522,12 @@ def main() -> None:
         "--per-call", type=int, default=10, help="messages per call of the batched figure (10)"
     )
     parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=DEFAULT_PIPELINE,
+        help=f"append transactions a shard keeps in flight ({DEFAULT_PIPELINE})",
+    )
+    parser.add_argument(
         "--gc-thresholds",
         metavar="G0,G1,G2",
         default=None,
@@ -530,6 +541,8 @@ def main() -> None:
         else ServerSettings().gc_thresholds
     )
     gc.set_threshold(*thresholds)
+    gc.collect()
+    gc.freeze()  # what the imports built, as parley serve does
     note(f"gc thresholds {thresholds}")
     repeat = args.repeat or (1 if args.quick else 3)
     quick = args.quick
@@ -549,7 +562,15 @@ def main() -> None:
             note(f"noop: {convs} conversations x {per_conv} messages (diagnostic: no database)")
             noop: list[str | type[Backend]] = [NoopBackend] * args.shards
             results["noop (diagnostic)"] = trio.run(
-                through_actors, noop, noop, convs, per_conv, seconds, repeat, args.per_call
+                through_actors,
+                noop,
+                noop,
+                convs,
+                per_conv,
+                seconds,
+                repeat,
+                args.per_call,
+                args.pipeline,
             )
             continue
         if kind == "sqlite":
@@ -581,6 +602,7 @@ def main() -> None:
             seconds,
             repeat,
             args.per_call,
+            args.pipeline,
         )
         raws: dict[str, float] = {}
         for _ in range(repeat if kind != "cassandra" else 1):
