@@ -98,6 +98,8 @@ log = structlog.get_logger("gateway")
 
 #: Client frames read ahead of the actor (the reader waits beyond that).
 INFLIGHT: Final = 4
+#: Most queued frames the writer sends in one write (one system call, not one each).
+COALESCE_FRAMES: Final = 64
 #: Seconds to flush the outgoing queue and finish the closing handshake.
 CLOSE_TIMEOUT: Final = 5.0
 #: Seconds to wait for a conversation actor's answer.
@@ -366,7 +368,11 @@ class _Connection:
                     self.out = None
                     finished = self.out_closed
                     return
-                await self.ws.send_message(out.popleft())
+                if len(out) == 1:
+                    await self.ws.send_message(out.popleft())
+                else:  # what queued up meanwhile, in one write
+                    count = min(len(out), COALESCE_FRAMES)
+                    await self.ws.send_messages([out.popleft() for _ in range(count)])
                 self._roomier()
         except ConnectionClosed:
             pass

@@ -840,3 +840,64 @@ async def test_a_send_cancelled_mid_frame_lets_nothing_follow_it() -> None:
             assert ws.closed == CloseReason(1006, "a send was cancelled")
             with pytest.raises(ConnectionClosed):
                 await ws.send_message("next")
+
+
+# -- writing without waiting --
+
+
+async def test_send_messages_writes_several_in_order() -> None:
+    with trio.fail_after(WAIT):
+        async with harness() as h:
+            ws, client = await h.raw_pair()
+            await ws.send_messages(["one", b"two", "three"])
+            events = [await client.next_event() for _ in range(3)]
+            assert [(type(e), e.data) for e in events] == [  # type: ignore[union-attr]
+                (TextMessage, "one"),
+                (BytesMessage, b"two"),
+                (TextMessage, "three"),
+            ]
+
+
+async def test_a_message_larger_than_the_socket_buffer_arrives_whole() -> None:
+    # Written in part at once and the rest by waiting for room while the client reads.
+    body = bytes(range(256)) * (16 << 12)  # 16 MiB
+    with trio.fail_after(WAIT * 3):
+        async with harness() as h, trio.open_nursery() as nursery:
+            ws, client = await h.raw_pair()
+            nursery.start_soon(ws.send_message, body)
+            received = bytearray()
+            while True:
+                event = await client.next_event()
+                assert isinstance(event, BytesMessage)
+                received += event.data
+                if event.message_finished:
+                    break
+            assert received == body
+            await ws.send_message("after")
+            assert isinstance(await client.next_event(), TextMessage)
+
+
+async def test_a_cancelled_sender_writes_nothing_and_the_socket_stays_usable() -> None:
+    with trio.fail_after(WAIT):
+        async with harness() as h:
+            ws, client = await h.raw_pair()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await ws.send_message("never")
+            assert scope.cancelled_caught
+            assert ws.closed is None  # nothing went out, so nothing is broken
+            await ws.send_message("sent")
+            event = await client.next_event()
+            assert isinstance(event, TextMessage)
+            assert event.data == "sent"
+
+
+async def test_a_send_on_a_closed_socket_raises_connection_closed() -> None:
+    with trio.fail_after(WAIT):
+        async with harness() as h:
+            ws, _client = await h.raw_pair()
+            server_stream = h.streams[1]  # [client's, server's]
+            await server_stream.aclose()  # the descriptor is gone; no write may use its number
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.send_message("late")
+            assert info.value.reason.code == 1006
