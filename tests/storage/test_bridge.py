@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -102,3 +103,17 @@ async def test_a_stopped_bridge_is_unavailable() -> None:
 
 async def test_shared_bridge_is_one_per_process() -> None:
     assert AsyncioBridge.shared() is AsyncioBridge.shared()
+
+
+async def test_calls_leave_no_reference_cycles(bridge: AsyncioBridge) -> None:
+    # Each call's future, callbacks and their cells must be freed by reference counting: a
+    # cycle per call made the node's collector find ~25 objects per storage call.
+    await bridge.run(on_bridge_loop, 0)  # first-call set-up (loop caches) out of the count
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(200):
+            await bridge.run(on_bridge_loop, i)
+        assert gc.collect() < 50
+    finally:
+        gc.enable()
