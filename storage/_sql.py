@@ -70,6 +70,19 @@ _PG_APPENDERS = 2
 
 _Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
 
+# The watermark statements the SQLite writer process runs (the engine's path builds the same
+# with SQLAlchemy for PostgreSQL). Watermarks only move forward.
+_SQLITE_ADVANCE_DELIVERED = (
+    "INSERT INTO delivered (user_id, conv, device, seq) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (user_id, conv, device) DO UPDATE SET seq = "
+    "CASE WHEN delivered.seq < excluded.seq THEN excluded.seq ELSE delivered.seq END "
+    "RETURNING seq"
+)
+_SQLITE_ADVANCE_READ = (
+    "UPDATE user_conversations SET read_seq = CASE WHEN read_seq < ? THEN ? ELSE read_seq END "
+    "WHERE user_id = ? AND conv = ? RETURNING read_seq"
+)
+
 _MESSAGE_COLUMNS = MESSAGE_COLUMNS
 
 
@@ -394,6 +407,20 @@ class SqlBackend(Backend):
                 await conn.execute(text("SELECT 1"))
 
         await self._call(go)
+
+    async def _on_writer(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """One statement (its own transaction) on the SQLite writer process's connection.
+
+        The watermarks move once per receipt, about once per message delivered: through the
+        engine each took the bridge's thread and aiosqlite's, and SQLAlchemy building the
+        statement, all Python that held the GIL against the node's loop. The writer process
+        runs them in order with the appends, which SQLite serialises anyway.
+        """
+        assert self._writer is not None
+        try:
+            return await self._writer.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._sqlite_error(exc) from exc
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -789,6 +816,10 @@ class SqlBackend(Backend):
         return await self._call(go)
 
     async def advance_delivered(self, user: str, device: str, conv: str, seq: int) -> int:
+        if self._writer is not None:
+            [(value,)] = await self._on_writer(_SQLITE_ADVANCE_DELIVERED, user, conv, device, seq)
+            return int(value)
+
         async def go() -> int:
             dl = s.delivered
             ins = self._insert(dl).values(user_id=user, conv=conv, device=device, seq=seq)
@@ -804,6 +835,10 @@ class SqlBackend(Backend):
         return await self._call(go)
 
     async def advance_read(self, user: str, conv: str, seq: int) -> int | None:
+        if self._writer is not None:
+            rows = await self._on_writer(_SQLITE_ADVANCE_READ, seq, seq, user, conv)
+            return int(rows[0][0]) if rows else None
+
         async def go() -> int | None:
             uc = s.user_conversations.c
             async with self._write() as conn:
