@@ -550,6 +550,22 @@ def main() -> None:
     seconds = args.seconds or 0.0
     results: dict[str, dict[str, Any]] = {}
     tmp = tempfile.mkdtemp(prefix="parley-bench-")
+
+    def run_actors(
+        urls: list[str | type[Backend]], paced_urls: list[str | type[Backend]]
+    ) -> dict[str, Any]:
+        return trio.run(
+            through_actors,
+            urls,
+            paced_urls,
+            convs,
+            per_conv,
+            seconds,
+            repeat,
+            args.per_call,
+            args.pipeline,
+        )
+
     for kind in args.backends.split(","):
         per_conv = {"sqlite": 40, "postgresql": 40, "cassandra": 5, "noop": 40}[kind] // (
             4 if quick else 1
@@ -561,17 +577,7 @@ def main() -> None:
         if kind == "noop":
             note(f"noop: {convs} conversations x {per_conv} messages (diagnostic: no database)")
             noop: list[str | type[Backend]] = [NoopBackend] * args.shards
-            results["noop (diagnostic)"] = trio.run(
-                through_actors,
-                noop,
-                noop,
-                convs,
-                per_conv,
-                seconds,
-                repeat,
-                args.per_call,
-                args.pipeline,
-            )
+            results["noop (diagnostic)"] = run_actors(noop, noop)
             continue
         if kind == "sqlite":
             urls = [f"sqlite+aiosqlite:///{tmp}/actors{i}.db" for i in range(args.shards)]
@@ -593,17 +599,7 @@ def main() -> None:
             note(f"{kind}: skipped ({exc})")
             continue
         note(f"{kind}: {convs} conversations x {per_conv} messages, {args.shards} shard(s) ...")
-        row = trio.run(
-            through_actors,
-            list(urls),
-            list(paced_urls),
-            convs,
-            per_conv,
-            seconds,
-            repeat,
-            args.per_call,
-            args.pipeline,
-        )
+        row = run_actors(list(urls), list(paced_urls))
         raws: dict[str, float] = {}
         for _ in range(repeat if kind != "cassandra" else 1):
             if kind == "sqlite":
