@@ -10,8 +10,9 @@ other. Here they run side by side on two cores.
 Protocol, both ways: frames of a 4-byte big-endian length and a ``marshal``-ed tuple.
 Requests: ``("append", job, rows, tops)`` (``rows`` 9-tuples in ``MESSAGE_COLUMNS`` order,
 ``tops`` (conv, seq) pairs: the batch's highest seq per conversation), ``("execute", job,
-sql, params)`` (one statement; its rows), ``("interrupt", job)`` (interrupts that job's
-statement if it runs; no reply of its own). Replies: ``("ok", job, result)`` or ``("err", job,
+sql, params)`` (one statement; its rows), ``("script", job, steps)`` (statements in one
+transaction, see ``run_script``), ``("interrupt", job)`` (interrupts that job's statement if
+it runs; no reply of its own). Replies: ``("ok", job, result)`` or ``("err", job,
 error class name, message)``; job 0 is the start (``("ok", 0, None)`` once connected). End of
 input: the running job finishes, then the process exits, so it also ends when the node's
 process dies (SIGKILL included). SIGINT and SIGTERM are ignored: a Ctrl-C reaches the whole
@@ -39,7 +40,7 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any, Final, TypeVar
 
-__all__ = ["MESSAGE_COLUMNS", "append_new", "pow2_chunks"]
+__all__ = ["MESSAGE_COLUMNS", "append_new", "pow2_chunks", "run_script"]
 
 T = TypeVar("T")
 
@@ -133,6 +134,48 @@ def _advance_sql(rows: int) -> str:
 
 def _execute(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+
+def run_script(
+    db: sqlite3.Connection, steps: Sequence[Sequence[Any]]
+) -> tuple[bool, list[tuple[int, list[tuple[Any, ...]]]]]:
+    """Run ``steps`` in one ``BEGIN IMMEDIATE`` transaction: (committed, per step run, its
+    rows changed and rows).
+
+    A step is ``(sql, params, many, when)``. With ``many``, ``params`` is a list of parameter
+    rows for ``executemany`` and no rows come back. ``when`` is ``"always"``; ``"changed"``:
+    skipped (``(0, [])``) unless the step before changed a row; or ``"check"``: a query that
+    must find nothing; if it returns rows, the transaction rolls back and the steps stop
+    there (not committed; its rows are the last result). The rows changed are ``rowcount``
+    (-1 for a query). An error rolls the whole transaction back and is raised.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        out: list[tuple[int, list[tuple[Any, ...]]]] = []
+        changed = 0
+        for sql, params, many, when in steps:
+            if when == "changed" and changed <= 0:
+                changed = 0
+                out.append((0, []))
+                continue
+            if many:
+                cursor = db.executemany(sql, params)
+                rows: list[tuple[Any, ...]] = []
+            else:
+                cursor = db.execute(sql, params)
+                rows = [tuple(row) for row in cursor.fetchall()]  # rowcount counts after this
+            changed = cursor.rowcount
+            out.append((changed, rows))
+            if when == "check" and rows:
+                db.execute("ROLLBACK")
+                return False, out
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return True, out
 
 
 # -- the background checkpointer ---------------------------------------------------------------
@@ -268,6 +311,8 @@ class _Writer:
                 try:
                     if op == "append":
                         result: Any = append_new(db, request[2], request[3])
+                    elif op == "script":
+                        result = run_script(db, request[2])
                     else:
                         result = _execute(db, request[2], request[3])
                 except Exception as exc:  # reported to the node

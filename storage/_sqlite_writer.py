@@ -44,7 +44,8 @@ class SqliteWriter:
 
     ``await open()`` starts the process and waits for it to connect; ``await append(rows,
     tops)`` runs ``_sqlite_child.append_new`` there; ``await execute(sql, params)`` runs one
-    statement and returns its rows; ``await aclose()`` ends the process. Requests may be made
+    statement and returns its rows; ``await script(steps)`` runs several in one transaction;
+    ``await aclose()`` ends the process. Requests may be made
     concurrently: they are sent at once and run one after the other, in the order sent, so
     the next transaction is there when one ends. The process exits by itself when the node's
     process dies.
@@ -128,6 +129,18 @@ class SqliteWriter:
         """Run one statement on the writer's connection; its rows. Errors as ``append``."""
         rows = await self._request("execute", sql, list(params))
         return [tuple(row) for row in rows]
+
+    async def script(
+        self, steps: Sequence[tuple[str, Sequence[Any], bool, str]]
+    ) -> tuple[bool, list[tuple[int, list[tuple[Any, ...]]]]]:
+        """Run ``steps`` (``(sql, params, many, when)``) in one transaction on the writer's
+        connection (``_sqlite_child.run_script``): whether it committed, and per step run,
+        (rows changed, rows). Errors as ``append``; on an error nothing is committed."""
+        frames = [(sql, list(params), many, when) for sql, params, many, when in steps]
+        committed, results = await self._request("script", frames)
+        return bool(committed), [
+            (int(changed), [tuple(row) for row in rows]) for changed, rows in results
+        ]
 
     async def _request(self, op: str, *args: Any) -> Any:
         process = self._process

@@ -185,3 +185,37 @@ async def test_a_thread_of_its_own_checkpoints_the_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 4000
     await writer.aclose()
+
+
+async def test_a_script_runs_in_one_transaction(tmp_path: Path) -> None:
+    writer = await open_writer(tmp_path / "w.db")
+    insert = "INSERT INTO conversations VALUES (?, 0) ON CONFLICT DO NOTHING"
+    count = "SELECT count(*) FROM conversations"
+    # "changed" runs only after a step that changed rows; many=True takes parameter rows.
+    committed, results = await writer.script(
+        [
+            (insert, ["a"], False, "always"),  # taken already: changes nothing
+            (insert, [("x",), ("y",)], True, "changed"),
+            (insert, ["c"], False, "always"),
+            (insert, [("d",), ("e",)], True, "changed"),
+            (count, [], False, "always"),
+        ]
+    )
+    assert committed is True
+    assert results == [(0, []), (0, []), (1, []), (2, []), (-1, [(5,)])]
+    # A check that finds rows rolls it all back and stops there.
+    committed, results = await writer.script(
+        [
+            (insert, ["f"], False, "always"),
+            ("SELECT conv FROM conversations WHERE conv IN ('a', 'z')", [], False, "check"),
+            (insert, ["g"], False, "always"),
+        ]
+    )
+    assert (committed, results) == (False, [(1, []), (-1, [("a",)])])
+    # An error rolls it all back and is raised; the writer goes on.
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await writer.script(
+            [(insert, ["h"], False, "always"), ("DELETE FROM nope", [], False, "always")]
+        )
+    assert await writer.execute(count) == [(5,)]
+    await writer.aclose()
