@@ -22,7 +22,6 @@ from sqlalchemy import (
     Row,
     String,
     and_,
-    bindparam,
     case,
     column,
     delete,
@@ -38,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import _sql_schema as s
+from . import _sqlite_ops as _ops
 from ._backend import Backend
 from ._bridge import AsyncioBridge
 from ._errors import SchemaMismatch, SeqConflict, StorageError, Unavailable
@@ -53,11 +53,6 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Rows per IN (...) lookup, well under SQLite's and asyncpg's parameter limits.
 _CHUNK = 300
-_ADVANCE_LAST_SEQ = (
-    update(s.conversations)
-    .where(s.conversations.c.conv == bindparam("c"), s.conversations.c.last_seq < bindparam("s"))
-    .values(last_seq=bindparam("s"))
-)
 #: Seconds a shielded aclose() may spend disposing the pool.
 _CLOSE_DEADLINE = 5.0
 # A storage shard runs its committer and 8 pool workers at once. With SQLAlchemy's default
@@ -138,27 +133,36 @@ def _to_message(row: Row[Any]) -> Message:
     )
 
 
-def _message_row(m: Message) -> dict[str, Any]:
-    is_text = isinstance(m.body, str)
-    body = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
-    return {
-        "conv": m.conv,
-        "seq": m.seq,
-        "id": m.id,
-        "sender": m.sender,
-        "cmid": m.cmid,
-        "kind": m.kind,
-        "body": body,
-        "body_is_text": is_text,
-        "ts": m.ts,
-    }
-
-
 def _message_tuple(m: Message) -> tuple[Any, ...]:
     """The row in ``_MESSAGE_COLUMNS`` order, as the drivers bind it."""
     is_text = isinstance(m.body, str)
     body = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
     return (m.conv, m.seq, m.id, m.sender, m.cmid, m.kind, body, is_text, m.ts)
+
+
+def _candidates(batch: Sequence[Message]) -> tuple[dict[_Key, int], list[Message]]:
+    """Each key's first index in ``batch``, and the messages at those indexes (in order)."""
+    first: dict[_Key, int] = {}
+    for i, m in enumerate(batch):
+        first.setdefault((m.conv, m.sender, m.cmid), i)
+    return first, [batch[i] for i in first.values()]
+
+
+def _results(
+    batch: Sequence[Message], first: dict[_Key, int], stored: dict[_Key, Message]
+) -> list[AppendResult]:
+    """Per message of ``batch``: the stored one (a duplicate), the batch's earlier one with its
+    key (a duplicate too), or itself (new)."""
+    out: list[AppendResult] = []
+    for i, m in enumerate(batch):
+        key = (m.conv, m.sender, m.cmid)
+        if key in stored:
+            out.append(AppendResult(stored[key], duplicate=True))
+        elif first[key] != i:
+            out.append(AppendResult(batch[first[key]], duplicate=True))
+        else:
+            out.append(AppendResult(m, duplicate=False))
+    return out
 
 
 def _top_seqs(messages: Sequence[Message]) -> dict[str, int]:
@@ -422,6 +426,15 @@ class SqlBackend(Backend):
         except sqlite3.Error as exc:
             raise self._sqlite_error(exc) from exc
 
+    async def _on_script(self, steps: list[_ops.Step]) -> _ops.Results:
+        """Steps in one transaction on the SQLite writer process (see storage/_sqlite_ops.py
+        for why every SQLite write goes there)."""
+        assert self._writer is not None
+        try:
+            return await self._writer.script(steps)
+        except sqlite3.Error as exc:
+            raise self._sqlite_error(exc) from exc
+
     # -- messages ----------------------------------------------------------------------------
 
     async def append_messages(self, batch: Sequence[Message]) -> list[AppendResult]:
@@ -440,7 +453,10 @@ class SqlBackend(Backend):
                     raise self._sqlite_error(exc) from exc
                 if whole:
                     return [AppendResult(m, False) for m in batch]
-        elif self.name == "postgresql":
+            batch = list(batch)
+            first, candidates = _candidates(batch)
+            return _results(batch, first, await self._store_sqlite(candidates))
+        if self.name == "postgresql":
             return await self._call(self._append_postgres, batch)
         return await self._call(self._append, list(batch))
 
@@ -527,43 +543,32 @@ class SqlBackend(Backend):
                 await conn.close()
 
     async def _append(self, batch: list[Message]) -> list[AppendResult]:
-        first: dict[_Key, int] = {}
-        for i, m in enumerate(batch):
-            first.setdefault((m.conv, m.sender, m.cmid), i)
-        candidates = [batch[i] for i in first.values()]
-        if self.name == "sqlite":
-            stored = await self._store_sqlite(candidates)
-        else:
-            stored = await self._store_postgres(candidates)
-        out: list[AppendResult] = []
-        for i, m in enumerate(batch):
-            key = (m.conv, m.sender, m.cmid)
-            if key in stored:
-                out.append(AppendResult(stored[key], duplicate=True))
-            elif first[key] != i:
-                out.append(AppendResult(batch[first[key]], duplicate=True))
-            else:
-                out.append(AppendResult(m, duplicate=False))
-        return out
+        if self.name != "postgresql":  # SQLite appends only through its writer process
+            raise StorageError(f"{self.url.redacted()}: the SQLite writer process is not open")
+        first, candidates = _candidates(batch)
+        return _results(batch, first, await self._store_postgres(candidates))
 
     async def _store_sqlite(self, candidates: list[Message]) -> dict[_Key, Message]:
         """Insert ``candidates`` (distinct keys); return the already stored ones by key.
 
-        The exact path, taken when ``_sqlite_append_new`` found a batch that does not go in
-        whole (a resend, or a seq conflict): ``RETURNING`` names the rows inserted, and only
-        the others are looked up.
+        The exact path, taken when the writer process found a batch that does not go in whole
+        (a resend, or a seq conflict), in one transaction there (``_sqlite_ops.store_messages``).
+
+        Raises ``SeqConflict`` if a candidate has no stored message under its key because a
+        different message holds its ``(conv, seq)`` (nothing is committed), ``StorageError``
+        if its id is taken.
         """
-        async with self._write() as conn:
-            stmt = self._insert(s.messages).on_conflict_do_nothing().returning(s.messages.c.id)
-            result = await conn.execute(stmt, [_message_row(m) for m in candidates])
-            inserted = {row[0] for row in result}
-            stored = await _find_stored(conn, candidates, inserted)
-            top = _top_seqs([m for m in candidates if m.id in inserted])
-            if top:
-                await conn.execute(
-                    _ADVANCE_LAST_SEQ, [{"c": conv, "s": seq} for conv, seq in top.items()]
-                )
-            return stored
+        rows = [_message_tuple(m) for m in candidates]
+        convs = sorted({m.conv for m in candidates})
+        results = await self._on_script(_ops.store_messages(rows, convs))
+        lost = _ops.conflict(results)
+        if lost is not None:
+            conv, seq, id_, holder = lost
+            if holder != id_:
+                raise SeqConflict(conv, seq, holder)
+            raise StorageError(f"message id {id_!r} is already used")
+        inserted, found = _ops.stored(rows, results)
+        return {(m.conv, m.sender, m.cmid): m for m in found if m.id not in inserted}
 
     async def _store_postgres(self, candidates: list[Message]) -> dict[_Key, Message]:
         """Insert ``candidates`` (distinct keys); return the already stored ones by key.
@@ -644,6 +649,14 @@ class SqlBackend(Backend):
         elif conv.kind != "group":
             raise ValueError(f"conversation kind must be 'direct' or 'group', got {conv.kind!r}")
 
+        if self._writer is not None:
+            stored = _ops.loaded_conversation(
+                await self._on_script(_ops.create_conversation(conv, key))
+            )
+            if stored is None:  # pragma: no cover - a unique index we do not know
+                raise StorageError(f"conversation {conv.conv!r} could not be created")
+            return stored
+
         async def go() -> Conversation:
             c_ = s.conversations.c
             async with self._write() as conn:
@@ -705,6 +718,10 @@ class SqlBackend(Backend):
     async def add_members(
         self, conv: str, users: Sequence[str], role: Role = "member", *, joined_ts: int = 0
     ) -> None:
+        if self._writer is not None:
+            if users:
+                await self._on_script(_ops.add_members(conv, users, role, joined_ts))
+            return
         rows = [{"conv": conv, "user_id": u, "role": role, "joined_ts": joined_ts} for u in users]
 
         async def go() -> None:
@@ -715,6 +732,11 @@ class SqlBackend(Backend):
             await self._call(go)
 
     async def remove_members(self, conv: str, users: Sequence[str]) -> None:
+        if self._writer is not None:
+            if users:
+                await self._on_script(_ops.remove_members(conv, users))
+            return
+
         async def go() -> None:
             mb = s.members.c
             async with self._write() as conn:
@@ -727,6 +749,11 @@ class SqlBackend(Backend):
             await self._call(go)
 
     async def set_role(self, conv: str, users: Sequence[str], role: Role) -> None:
+        if self._writer is not None:
+            if users:
+                await self._on_script(_ops.set_role(conv, users, role))
+            return
+
         async def go() -> None:
             mb = s.members.c
             async with self._write() as conn:
@@ -743,6 +770,10 @@ class SqlBackend(Backend):
     # -- user-scoped rows --------------------------------------------------------------------
 
     async def add_user_conversations(self, user: str, convs: Sequence[str]) -> None:
+        if self._writer is not None:
+            if convs:
+                await self._on_script(_ops.add_user_conversations(user, convs))
+            return
         rows = [{"user_id": user, "conv": c, "read_seq": 0} for c in convs]
 
         async def go() -> None:
@@ -755,6 +786,11 @@ class SqlBackend(Backend):
             await self._call(go)
 
     async def remove_user_conversations(self, user: str, convs: Sequence[str]) -> None:
+        if self._writer is not None:
+            if convs:
+                await self._on_script(_ops.remove_user_conversations(user, convs))
+            return
+
         async def go() -> None:
             uc, dl = s.user_conversations.c, s.delivered.c
             async with self._write() as conn:
@@ -856,6 +892,10 @@ class SqlBackend(Backend):
         await self.touch_users({user: last_seen_ts})
 
     async def touch_users(self, seen: Mapping[str, int]) -> None:
+        if self._writer is not None:
+            if seen:
+                await self._on_script(_ops.touch_users(seen))
+            return
         rows = [{"user_id": user, "last_seen_ts": ts} for user, ts in seen.items()]
 
         async def go() -> None:

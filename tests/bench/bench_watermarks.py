@@ -31,7 +31,8 @@ from tests.bench._report import emit_json, make_parser, note, print_table
 
 
 def engine_only(url: str) -> Callable[[], Backend]:
-    """A backend whose writer process is closed once open: everything takes the engine."""
+    """A backend whose writer process is closed once open: its writes take the engine (the
+    path before), except appends, which need that process."""
 
     class EngineOnly(SqlBackend):
         async def open(self) -> None:

@@ -164,6 +164,52 @@ async def test_sqlite_uses_wal_and_the_configured_synchronous(tmp_path: Path) ->
             await backend.aclose()
 
 
+async def test_sqlite_writes_go_through_the_writer_under_appends(tmp_path: Path) -> None:
+    # SQLite takes one writer at a time. While the writer process appends back to back, a
+    # second connection's BEGIN IMMEDIATE finds the lock free only in the gaps between its
+    # transactions, so every other write goes through that process too: none waits for a gap
+    # (here, none could: the busy timeout is 50 ms).
+    backend = open_sql(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}?busy_timeout_ms=50")
+    await backend.open()
+    try:
+        await make_conversation(backend, "busy")
+        done = trio.Event()
+
+        async def appender(lane: int) -> None:
+            seq = lane * 1_000_000
+            while not done.is_set():
+                batch = [new("busy", seq + i, f"l{lane}-{seq + i}") for i in range(1, 201)]
+                await backend.append_messages(batch)
+                seq += 200
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for lane in (1, 2):
+                    nursery.start_soon(appender, lane)
+                await trio.sleep(0.2)
+                for i in range(20):
+                    g = f"g{i}"
+                    group = Conversation(g, "group", "t", 5, members=frozenset("ab"))
+                    made = await backend.create_conversation(group)
+                    assert (made.members, made.admins) == (frozenset("ab"), frozenset())
+                    await backend.add_members(g, ["c", "d"], joined_ts=6)
+                    await backend.set_role(g, ["c"], "admin")
+                    await backend.remove_members(g, ["d"])
+                    await backend.add_user_conversations("c", [g])
+                    await backend.remove_user_conversations("b", [g])
+                    await backend.touch_users({"c": 100 + i})
+                done.set()
+        got = await backend.get_conversation("g19")
+        assert got is not None
+        assert (got.members, got.admins) == (frozenset("abc"), frozenset("c"))
+        groups = sorted(f"g{i}" for i in range(20))
+        assert [u.conv for u in await backend.user_conversations("c")] == groups
+        assert await backend.user_conversations("b") == []
+        assert await backend.last_seen("c") == 119
+    finally:
+        await backend.aclose()
+
+
 # -- the append paths ------------------------------------------------------------------------
 # A batch whose rows all go in takes the driver-level fast path; one with a resend or a seq
 # conflict is found out by its change count (SQLite) or RETURNING (PostgreSQL) and resolved
