@@ -106,7 +106,7 @@ class Actor:
     - ``format_status()``: a small mapping for introspection (``ActorInfo.summary``).
 
     Class attributes set defaults for spawning: ``mailbox_size``, ``overflow`` and
-    ``hibernate_after`` (seconds idle before giving up the task; None never).
+    ``hibernate_after`` (seconds idle before giving up the task, up to 50 ms more; None never).
     Inside handlers, ``self.ctx`` is the actor's :class:`Context` and ``self.ref`` its ``Ref``.
     """
 

@@ -80,7 +80,7 @@ class Node:
 
         Options: ``name`` (register it), ``link``/``parent`` (from a Context), ``mailbox_size``
         (messages, default 10,000), ``overflow`` (:class:`Overflow`), ``hibernate_after``
-        (seconds idle before the actor gives up its task; class actors only).
+        (seconds idle, up to 50 ms more, before the actor gives up its task; class actors only).
 
         Raises:
             SpawnError: a synchronous ``init`` raised (chained); the actor never existed.

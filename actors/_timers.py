@@ -5,6 +5,11 @@ needs one. Here a timer is an entry in a bucket of ``TICK`` seconds, found by a 
 keys: adding and cancelling are O(1) dictionary operations, and one task sleeps until the earliest
 non-empty bucket. Timers never fire early; they fire at most one tick late. All times come from the
 loop's monotonic clock, so virtual clocks (trio's ``MockClock``) drive them in tests.
+
+A timer given ``slack`` goes into a bucket of that width instead (rounded up, so it still never
+fires early): thousands of hibernation deadlines then share a few dozen buckets, not a bucket
+each. ``rearm`` moves a timer to a new deadline, so an actor that parks again and again keeps one
+``Timer`` instead of allocating one per park.
 """
 
 from __future__ import annotations
@@ -25,15 +30,21 @@ class Timer:
     """A pending timer. ``cancel()`` returns the seconds that were left, or None if it had fired
     or was already cancelled (Erlang's ``cancel_timer``)."""
 
-    __slots__ = ("_bucket", "_service", "callback", "deadline")
+    __slots__ = ("_bucket", "_grain", "_service", "callback", "deadline")
 
     def __init__(
-        self, service: TimerService, deadline: float, callback: Callable[[], Any], bucket: int
+        self,
+        service: TimerService,
+        deadline: float,
+        callback: Callable[[], Any],
+        bucket: int,
+        grain: int = 1,
     ) -> None:
         self._service = service
         self.deadline = deadline
         self.callback = callback
         self._bucket = bucket
+        self._grain = grain  # bucket width in ticks
 
     def cancel(self) -> float | None:
         """Cancel the timer: the seconds that were left, or None if it already fired or was
@@ -64,9 +75,29 @@ class TimerService:
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
 
-    def add(self, deadline: float, callback: Callable[[], Any]) -> Timer:
-        """Schedule ``callback()`` (sync, must not block) at ``deadline`` (loop time, seconds)."""
-        key = math.ceil(deadline / TICK)
+    def add(self, deadline: float, callback: Callable[[], Any], *, slack: float = 0.0) -> Timer:
+        """Schedule ``callback()`` (sync, must not block) at ``deadline`` (loop time, seconds),
+        or up to ``slack`` seconds later (in buckets of that width; at most a tick late when
+        0)."""
+        grain = max(1, int(slack / TICK))
+        timer = Timer(self, deadline, callback, -1, grain)
+        self._insert(timer)
+        return timer
+
+    def rearm(self, timer: Timer, deadline: float) -> None:
+        """Move ``timer`` (pending, fired or cancelled) to ``deadline``, with its callback and
+        slack."""
+        entries = self._buckets.get(timer._bucket)
+        if entries is not None:
+            entries.pop(timer, None)
+        timer.deadline = deadline
+        self._insert(timer)
+
+    def _insert(self, timer: Timer) -> None:
+        grain = timer._grain
+        key = math.ceil(timer.deadline / TICK)
+        if grain > 1:
+            key = -(-key // grain) * grain
         entries = self._buckets.get(key)
         if entries is None:
             entries = self._buckets[key] = {}
@@ -74,9 +105,8 @@ class TimerService:
             if key * TICK < self._sleeping_until and self._waiter is not None:
                 waiter, self._waiter = self._waiter, None
                 waiter.wake()
-        timer = Timer(self, deadline, callback, key)
+        timer._bucket = key
         entries[timer] = None
-        return timer
 
     def _fire_due(self) -> None:
         now = self._backend.now()

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from actors import Actor, Exit, From, Status, open_node
+from actors._process import HIBERNATE_SLACK
 
 from ._support import Recorder, expect_exit, settle
 
@@ -101,7 +102,34 @@ async def test_a_message_at_the_hibernation_deadline_is_not_lost() -> None:
         ref.cast("b")  # just before the deadline
         await anyio.sleep(1.0)
         assert ctx.status() is Status.WAITING  # the deadline moved
-        await anyio.sleep(0.01)
+        await anyio.sleep(HIBERNATE_SLACK + 0.01)  # hibernation may come up to the slack late
         assert ctx.status() is Status.HIBERNATED
         ref.cast("c")
         assert await ref.call("seen") == ["a", "b", "c"]
+
+
+async def test_an_actor_keeps_one_hibernation_timer_while_it_has_a_task() -> None:
+    async with open_node() as node:
+        ref = node.spawn(Sleepy)
+        ctx = node.context(ref)
+        ref.cast(1)
+        await settle()
+        timer = ctx._hibernate_timer
+        assert timer is not None
+        assert timer.pending
+        for i in range(2, 5):
+            ref.cast(i)
+            await settle()
+            assert ctx._hibernate_timer is timer  # moved, not replaced
+        await anyio.sleep(1.1)
+        assert ctx.status() is Status.HIBERNATED
+        assert ctx._hibernate_timer is None  # a hibernated actor keeps none
+        assert len(node._timers) == 0
+        ref.cast(5)
+        assert await ref.call("seen") == [1, 2, 3, 4, 5]
+        assert ctx._hibernate_timer is not None
+        ctx.stop()  # exits with a task: the timer (whose callback refers to it) is dropped
+        await settle()
+        assert ctx.status() is Status.EXITED
+        assert ctx._hibernate_timer is None
+        assert len(node._timers) == 0

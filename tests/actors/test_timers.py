@@ -116,3 +116,41 @@ async def test_many_timers_fire_in_deadline_order() -> None:
                 node.send_after(d, inbox.ref, d)
             got = [await inbox.receive() for _ in delays]
             assert got == sorted(delays)
+
+
+async def test_a_timer_with_slack_fires_late_by_at_most_the_slack_never_early() -> None:
+    async with open_node() as node:
+        timers = node._timers
+        fired: dict[str, float] = {}
+        start = node.now()
+        for name, delay in (("a", 0.101), ("b", 0.13), ("c", 0.149)):
+            timers.add(start + delay, lambda n=name: fired.setdefault(n, node.now()), slack=0.05)
+        # The three share one bucket of 50 ms; a timer without slack keeps its own tick.
+        exact = timers.add(start + 0.101, lambda: fired.setdefault("exact", node.now()))
+        assert len(timers._buckets) == 2
+        await anyio.sleep(0.25)
+        for name, delay in (("a", 0.101), ("b", 0.13), ("c", 0.149)):
+            assert delay <= fired[name] - start <= delay + 0.05 + 0.001
+        assert 0.101 <= fired["exact"] - start <= 0.102 + 0.001
+        assert exact.pending is False
+
+
+async def test_rearm_moves_a_pending_or_spent_timer_and_keeps_its_callback() -> None:
+    async with open_node() as node:
+        timers = node._timers
+        fired: list[float] = []
+        start = node.now()
+        timer = timers.add(start + 0.1, lambda: fired.append(node.now() - start))
+        timers.rearm(timer, start + 0.3)  # pending: moved later
+        await anyio.sleep(0.2)
+        assert fired == []
+        assert timer.pending
+        await anyio.sleep(0.15)
+        assert len(fired) == 1
+        assert 0.3 <= fired[0] <= 0.302
+        assert not timer.pending
+        timers.rearm(timer, node.now() + 0.05)  # spent: armed again
+        assert timer.pending
+        await anyio.sleep(0.1)
+        assert len(fired) == 2
+        assert len(timers) == 0
