@@ -251,6 +251,17 @@ class CassandraBackend(Backend):
         except StorageError:
             raise
         except Exception as exc:
+            if _lost_prepared(exc):
+                # A restarted server answered UNPREPARED and the driver failed to prepare the
+                # statement again: the id it looked up was not in its cache (KeyError), and
+                # its error path then failed too (AttributeError; see
+                # apache/cassandra-python-driver#1277). Prepare ours afresh; the caller
+                # retries, as for any outage (appends are idempotent).
+                self._prepared.clear()
+                raise Unavailable(
+                    f"{self.url.redacted()}: the server lost its prepared statements; retry",
+                    retry_after=0.1,
+                ) from exc
             raise _translate(exc, self.url) from exc
         return list(rows or [])
 
@@ -699,6 +710,13 @@ class CassandraBackend(Backend):
     async def last_seen(self, user: str) -> int | None:
         rows = await self._q(f'SELECT last_seen_ts FROM "{self._ks}".users WHERE user_id = ?', user)
         return int(rows[0]["last_seen_ts"]) if rows else None
+
+
+def _lost_prepared(exc: BaseException) -> bool:
+    """Whether ``exc`` is cassandra-driver failing to re-prepare after an UNPREPARED answer."""
+    return isinstance(exc, KeyError) or (
+        isinstance(exc, AttributeError) and isinstance(exc.__context__, KeyError)
+    )
 
 
 def _translate(exc: BaseException, url: CassandraUrl) -> StorageError:

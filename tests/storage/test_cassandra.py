@@ -3,13 +3,22 @@ find the leftovers of an attempt that died between claiming a cmid and writing t
 
 from __future__ import annotations
 
+import concurrent.futures
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from storage import CassandraBackend, CassandraUrl, Message, SchemaMismatch, Unavailable, parse_url
+from storage import (
+    CassandraBackend,
+    CassandraUrl,
+    Message,
+    SchemaMismatch,
+    StorageError,
+    Unavailable,
+    parse_url,
+)
 from tests.storage.conftest import backend_url, cassandra_url, drop_cassandra_keyspace
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -99,3 +108,36 @@ async def test_unreachable_cassandra_names_what_was_tried() -> None:
     with pytest.raises(Unavailable, match=r"127\.0\.0\.1:1.*protocol 3"):
         await backend.open()
     await backend.aclose()
+
+
+def _driver_failure_after_unprepared() -> AttributeError:
+    # What cassandra-driver raises when it cannot prepare a statement again after a restarted
+    # server answered UNPREPARED: a KeyError, then an AttributeError in its error path.
+    try:
+        try:
+            raise KeyError(b"\x08r")
+        except KeyError:
+            b"id".encode()  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+async def test_statements_lost_by_a_restarted_server_are_prepared_again() -> None:
+    # The failure itself needs a server restart to race a request (the restart test meets it
+    # now and then); here the driver's future carries it, as it does then.
+    url = parse_url("cassandra://127.0.0.1:1/ks?protocol_version=3")
+    assert isinstance(url, CassandraUrl)
+    backend = CassandraBackend(url)
+    backend._prepared["SELECT 1"] = object()
+    fut: concurrent.futures.Future[object] = concurrent.futures.Future()
+    fut.set_exception(_driver_failure_after_unprepared())
+    with pytest.raises(Unavailable, match="lost its prepared statements") as info:
+        await backend._wait(fut)
+    assert info.value.retry_after == 0.1
+    assert backend._prepared == {}  # the next call prepares afresh
+    other: concurrent.futures.Future[object] = concurrent.futures.Future()
+    other.set_exception(AttributeError("a different failure"))
+    with pytest.raises(StorageError) as plain:
+        await backend._wait(other)
+    assert not isinstance(plain.value, Unavailable)
