@@ -41,7 +41,16 @@ import anyio
 from ._backend import Backend
 from ._bridge import wait_threadsafe
 from ._errors import SchemaMismatch, SeqConflict, StorageError, Unavailable
-from ._records import AppendResult, Conversation, Message, Role, UserConversation, direct_key
+from ._records import (
+    AppendResult,
+    Conversation,
+    Message,
+    Role,
+    UserConversation,
+    append_results,
+    direct_key,
+    first_of_each_key,
+)
 from ._url import CassandraUrl
 
 __all__ = ["BUCKET_SIZE", "CassandraBackend"]
@@ -282,10 +291,7 @@ class CassandraBackend(Backend):
         if not batch:
             return []
         ks = self._ks
-        first: dict[tuple[str, str, str], int] = {}
-        for i, m in enumerate(batch):
-            first.setdefault((m.conv, m.sender, m.cmid), i)
-        uniq = [batch[i] for i in first.values()]
+        first, uniq = first_of_each_key(batch)
         slots: dict[tuple[str, int], str] = {}
         for m in uniq:
             if slots.setdefault((m.conv, m.seq), m.id) != m.id:
@@ -354,17 +360,7 @@ class CassandraBackend(Backend):
                 [(seq, conv) for conv, seq in top.items()],
             )
 
-        out: list[AppendResult] = []
-        for i, m in enumerate(batch):
-            key = (m.conv, m.sender, m.cmid)
-            if key in stored:
-                out.append(AppendResult(stored[key], duplicate=True))
-            elif first[key] != i:
-                original = batch[first[key]]
-                out.append(AppendResult(stored.get(key, original), duplicate=True))
-            else:
-                out.append(AppendResult(m, duplicate=False))
-        return out
+        return append_results(batch, first, stored)
 
     async def find_messages(self, conv: str, keys: Sequence[tuple[str, str]]) -> list[Message]:
         """The stored messages of ``conv`` among ``keys`` (``(sender, cmid)``): each key's claim

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -92,3 +92,33 @@ def direct_key(user_a: str, user_b: str) -> str:
         raise ValueError("a direct conversation needs two different users")
     low, high = sorted((user_a, user_b))
     return f"direct:{len(low)}:{low}:{high}"
+
+
+#: A message's idempotency key: (conv, sender, cmid).
+MessageKey = tuple[str, str, str]
+
+
+def first_of_each_key(batch: Sequence[Message]) -> tuple[dict[MessageKey, int], list[Message]]:
+    """Each key's first index in ``batch``, and the messages at those indexes, in order: what a
+    backend stores of a batch that may repeat a key."""
+    first: dict[MessageKey, int] = {}
+    for i, m in enumerate(batch):
+        first.setdefault((m.conv, m.sender, m.cmid), i)
+    return first, [batch[i] for i in first.values()]
+
+
+def append_results(
+    batch: Sequence[Message], first: Mapping[MessageKey, int], stored: Mapping[MessageKey, Message]
+) -> list[AppendResult]:
+    """Per message of ``batch``: the message stored before under its key (a duplicate), the
+    batch's earlier one with its key (a duplicate too), or itself (new)."""
+    out: list[AppendResult] = []
+    for i, m in enumerate(batch):
+        key = (m.conv, m.sender, m.cmid)
+        if key in stored:
+            out.append(AppendResult(stored[key], duplicate=True))
+        elif first[key] != i:
+            out.append(AppendResult(batch[first[key]], duplicate=True))
+        else:
+            out.append(AppendResult(m, duplicate=False))
+    return out

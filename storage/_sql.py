@@ -41,7 +41,17 @@ from . import _sqlite_ops as _ops
 from ._backend import Backend
 from ._bridge import AsyncioBridge
 from ._errors import SchemaMismatch, SeqConflict, StorageError, Unavailable
-from ._records import AppendResult, Conversation, Message, Role, UserConversation, direct_key
+from ._records import (
+    AppendResult,
+    Conversation,
+    Message,
+    MessageKey,
+    Role,
+    UserConversation,
+    append_results,
+    direct_key,
+    first_of_each_key,
+)
 from ._sqlite_child import MESSAGE_COLUMNS
 from ._sqlite_writer import SqliteWriter
 from ._url import PostgresUrl, SqliteUrl
@@ -63,7 +73,6 @@ _SQLITE_POOL_SIZE = 12
 #: flight (``ShardOptions.pipeline``'s default).
 _PG_APPENDERS = 2
 
-_Key = tuple[str, str, str]  # a message's idempotency key: (conv, sender, cmid)
 
 # The watermark statements the SQLite writer process runs (the engine's path builds the same
 # with SQLAlchemy for PostgreSQL). Watermarks only move forward.
@@ -140,31 +149,6 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
     return (m.conv, m.seq, m.id, m.sender, m.cmid, m.kind, body, is_text, m.ts)
 
 
-def _candidates(batch: Sequence[Message]) -> tuple[dict[_Key, int], list[Message]]:
-    """Each key's first index in ``batch``, and the messages at those indexes (in order)."""
-    first: dict[_Key, int] = {}
-    for i, m in enumerate(batch):
-        first.setdefault((m.conv, m.sender, m.cmid), i)
-    return first, [batch[i] for i in first.values()]
-
-
-def _results(
-    batch: Sequence[Message], first: dict[_Key, int], stored: dict[_Key, Message]
-) -> list[AppendResult]:
-    """Per message of ``batch``: the stored one (a duplicate), the batch's earlier one with its
-    key (a duplicate too), or itself (new)."""
-    out: list[AppendResult] = []
-    for i, m in enumerate(batch):
-        key = (m.conv, m.sender, m.cmid)
-        if key in stored:
-            out.append(AppendResult(stored[key], duplicate=True))
-        elif first[key] != i:
-            out.append(AppendResult(batch[first[key]], duplicate=True))
-        else:
-            out.append(AppendResult(m, duplicate=False))
-    return out
-
-
 def _top_seqs(messages: Sequence[Message]) -> dict[str, int]:
     top: dict[str, int] = {}
     for m in messages:
@@ -175,7 +159,7 @@ def _top_seqs(messages: Sequence[Message]) -> dict[str, int]:
 
 async def _find_stored(
     conn: AsyncConnection, candidates: Sequence[Message], inserted: set[str]
-) -> dict[_Key, Message]:
+) -> dict[MessageKey, Message]:
     """The stored messages for the candidates whose id is not in ``inserted``, by key.
 
     Raises ``SeqConflict`` if one of them has no stored message under its key because a
@@ -194,10 +178,12 @@ async def _find_stored(
     return stored
 
 
-async def _stored_by_key(conn: AsyncConnection, wanted: Sequence[_Key]) -> dict[_Key, Message]:
+async def _stored_by_key(
+    conn: AsyncConnection, wanted: Sequence[MessageKey]
+) -> dict[MessageKey, Message]:
     """The stored messages among the keys ``wanted``, by key."""
     m_ = s.messages.c
-    stored: dict[_Key, Message] = {}
+    stored: dict[MessageKey, Message] = {}
     for chunk in _chunks(wanted):
         # A join with a VALUES list, not a row-value IN: SQLite scans the whole table for the
         # latter, but searches the unique index for the join.
@@ -454,8 +440,8 @@ class SqlBackend(Backend):
                 if whole:
                     return [AppendResult(m, False) for m in batch]
             batch = list(batch)
-            first, candidates = _candidates(batch)
-            return _results(batch, first, await self._store_sqlite(candidates))
+            first, candidates = first_of_each_key(batch)
+            return append_results(batch, first, await self._store_sqlite(candidates))
         if self.name == "postgresql":
             return await self._call(self._append_postgres, batch)
         return await self._call(self._append, list(batch))
@@ -545,10 +531,10 @@ class SqlBackend(Backend):
     async def _append(self, batch: list[Message]) -> list[AppendResult]:
         if self.name != "postgresql":  # SQLite appends only through its writer process
             raise StorageError(f"{self.url.redacted()}: the SQLite writer process is not open")
-        first, candidates = _candidates(batch)
-        return _results(batch, first, await self._store_postgres(candidates))
+        first, candidates = first_of_each_key(batch)
+        return append_results(batch, first, await self._store_postgres(candidates))
 
-    async def _store_sqlite(self, candidates: list[Message]) -> dict[_Key, Message]:
+    async def _store_sqlite(self, candidates: list[Message]) -> dict[MessageKey, Message]:
         """Insert ``candidates`` (distinct keys); return the already stored ones by key.
 
         The exact path, taken when the writer process found a batch that does not go in whole
@@ -570,7 +556,7 @@ class SqlBackend(Backend):
         inserted, found = _ops.stored(rows, results)
         return {(m.conv, m.sender, m.cmid): m for m in found if m.id not in inserted}
 
-    async def _store_postgres(self, candidates: list[Message]) -> dict[_Key, Message]:
+    async def _store_postgres(self, candidates: list[Message]) -> dict[MessageKey, Message]:
         """Insert ``candidates`` (distinct keys); return the already stored ones by key.
 
         One statement per batch: the rows go as nine arrays through ``unnest``, and a

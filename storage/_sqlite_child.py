@@ -37,7 +37,7 @@ import sqlite3
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any, Final, TypeVar
 
 __all__ = ["MESSAGE_COLUMNS", "append_new", "pow2_chunks", "run_script"]
@@ -80,8 +80,7 @@ def append_new(
     statements for 500 messages rather than one per row. False, having rolled back, when a
     row did not go in (a resend, a seq conflict): the caller then finds out which.
     """
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         for chunk in pow2_chunks(rows):
             params: list[Any] = []
             for row in chunk:
@@ -95,12 +94,21 @@ def append_new(
         else:  # pragma: no cover - SQLite before 3.33
             db.executemany(_ADVANCE_LAST_SEQ, [(seq, conv, seq) for conv, seq in tops])
         db.execute("COMMIT")
+    return True
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE``; the body commits (or rolls back) itself, and an error rolls back
+    what is still open before it propagates."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
     except BaseException:
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
-    return True
 
 
 def pow2_chunks(items: Sequence[T]) -> list[Sequence[T]]:
@@ -149,8 +157,7 @@ def run_script(
     there (not committed; its rows are the last result). The rows changed are ``rowcount``
     (-1 for a query). An error rolls the whole transaction back and is raised.
     """
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         out: list[tuple[int, list[tuple[Any, ...]]]] = []
         changed = 0
         for sql, params, many, when in steps:
@@ -170,11 +177,6 @@ def run_script(
                 db.execute("ROLLBACK")
                 return False, out
         db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise
     return True, out
 
 
