@@ -141,27 +141,34 @@ def loaded_conversation(results: Results) -> Conversation | None:
 
 
 def add_members(conv: str, users: Sequence[str], role: Role, joined_ts: int) -> list[Step]:
+    """Add ``users`` to ``conv`` with ``role`` (``joined_ts`` ms); members already there stay
+    as they are."""
     return [_many(_INSERT_MEMBER, ((conv, user, role, joined_ts) for user in users))]
 
 
 def remove_members(conv: str, users: Sequence[str]) -> list[Step]:
+    """Remove ``users`` from ``conv``'s members (absent ones are no error)."""
     return [_many(_DELETE_MEMBER, ((conv, user) for user in users))]
 
 
 def set_role(conv: str, users: Sequence[str], role: Role) -> list[Step]:
+    """Give those of ``users`` who are members of ``conv`` the ``role``."""
     return [_many(_SET_ROLE, ((role, conv, user) for user in users))]
 
 
 def add_user_conversations(user: str, convs: Sequence[str]) -> list[Step]:
+    """Put ``convs`` on ``user``'s list (read watermark 0; entries already there stay)."""
     return [_many(_INSERT_USER_CONVERSATION, ((user, conv) for conv in convs))]
 
 
 def remove_user_conversations(user: str, convs: Sequence[str]) -> list[Step]:
+    """Take ``convs`` off ``user``'s list, with the user's delivered watermarks there."""
     pairs = [(user, conv) for conv in convs]
     return [_many(_DELETE_USER_CONVERSATION, pairs), _many(_DELETE_DELIVERED, pairs)]
 
 
 def touch_users(seen: Mapping[str, int]) -> list[Step]:
+    """Record last-seen times (user -> ms since the epoch); a time only moves forward."""
     return [_many(_TOUCH_USER, seen.items())]
 
 
